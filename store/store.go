@@ -1,0 +1,198 @@
+package store
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapio"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warrenorch/warren/messages"
+)
+
+// Config opens a store.
+type Config struct {
+	Dir       string // raft.db and snapshots/ live here
+	NodeID    string
+	Bind      string // raft listen address host:port
+	Advertise string // raft address other managers dial
+	TLS       *tls.Config
+	Log       *zap.Logger
+	// OnChange is called after every apply (see FSM.OnChange).
+	OnChange func(*messages.StateChanged)
+}
+
+// Store is one raft node with its FSM state.
+type Store struct {
+	cfg    Config
+	raft   *raft.Raft
+	logs   *raftboltdb.BoltStore
+	snaps  raft.SnapshotStore
+	trans  *raft.NetworkTransport
+	fsm    *FSM
+	State  *State
+	leader chan bool
+}
+
+// ErrNotLeader is returned by Apply on a follower.
+var ErrNotLeader = errors.New("this manager is not the leader")
+
+// Timing: fast failover without flapping on a LAN. raft's defaults (1 s
+// heartbeat/election) are tuned for WANs; Swarm's ElectionTick of 10 s is
+// what made its failover slow. Leader lease must be below heartbeat timeout.
+func raftConfig(id string, logger hclog.Logger) *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(id)
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
+	c.CommitTimeout = 10 * time.Millisecond
+	c.SnapshotThreshold = 2048
+	c.SnapshotInterval = 30 * time.Second
+	c.TrailingLogs = 4096
+	c.Logger = logger
+	return c
+}
+
+// HasState reports whether dir holds a raft store already.
+func HasState(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "raft.db"))
+	return err == nil
+}
+
+// Open opens (or creates) the raft store in cfg.Dir. bootstrap makes this
+// node the single voter of a new cluster; it is ignored when state exists.
+func Open(cfg Config, bootstrap bool) (*Store, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create raft dir: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	hl := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: &zapio.Writer{Log: cfg.Log.Named("raft"), Level: zap.WarnLevel},
+	})
+	existing := HasState(cfg.Dir)
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w (is another warren using this data dir?)", filepath.Join(cfg.Dir, "raft.db"), err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	layer, err := newTLSStreamLayer(cfg.Bind, cfg.Advertise, cfg.TLS)
+	if err != nil {
+		logs.Close()
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl,
+	})
+	s := &Store{cfg: cfg, logs: logs, snaps: snaps, trans: trans, State: NewState(), leader: make(chan bool, 16)}
+	s.fsm = &FSM{State: s.State, OnChange: cfg.OnChange}
+	rc := raftConfig(cfg.NodeID, hl)
+	rc.NotifyCh = s.leader
+	r, err := raft.NewRaft(rc, s.fsm, logs, logs, snaps, trans)
+	if err != nil {
+		trans.Close()
+		logs.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	s.raft = r
+	if bootstrap && !existing {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.Advertise), Suffrage: raft.Voter,
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			s.Close()
+			return nil, fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// LeaderCh delivers true when this node becomes leader and false when it
+// stops being leader.
+func (s *Store) LeaderCh() <-chan bool { return s.leader }
+
+// IsLeader reports whether this node is the raft leader now.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's raft address and id ("" when unknown).
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitLeader blocks until some node is leader or timeout passes.
+func (s *Store) WaitLeader(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if a, _ := s.Leader(); a != "" {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no raft leader after %s: a majority of managers must be reachable", timeout)
+}
+
+// Apply proposes cmd and waits until it is committed and applied here.
+func (s *Store) Apply(cmd *messages.Command, timeout time.Duration) (*messages.CommandResult, error) {
+	if cmd.UnixNano == 0 {
+		cmd.UnixNano = time.Now().UnixNano()
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("marshal command: %w", err)
+	}
+	f := s.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	res, _ := f.Response().(*messages.CommandResult)
+	if res == nil {
+		return nil, errors.New("raft apply returned no result")
+	}
+	return res, nil
+}
+
+// Barrier waits until every committed entry is applied locally (a
+// read-your-writes point for a new leader).
+func (s *Store) Barrier(timeout time.Duration) error { return s.raft.Barrier(timeout).Error() }
+
+// Snapshot forces a snapshot now (tests, and before a planned stop).
+func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+
+// Stats exposes raft's counters for `cluster info`.
+func (s *Store) Stats() map[string]string { return s.raft.Stats() }
+
+// Close stops raft and closes the log store.
+func (s *Store) Close() error {
+	var errs []error
+	if s.raft != nil {
+		errs = append(errs, s.raft.Shutdown().Error())
+	}
+	if s.trans != nil {
+		errs = append(errs, s.trans.Close())
+	}
+	errs = append(errs, s.logs.Close())
+	return errors.Join(errs...)
+}
+
+var _ io.Closer = (*Store)(nil)

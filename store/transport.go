@@ -1,0 +1,46 @@
+package store
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// tlsStreamLayer is raft's StreamLayer over mutual TLS: a peer without a
+// certificate from the cluster CA cannot open a raft connection.
+type tlsStreamLayer struct {
+	ln        net.Listener
+	advertise net.Addr
+	cfg       *tls.Config
+}
+
+var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
+
+func newTLSStreamLayer(bind, advertise string, cfg *tls.Config) (*tlsStreamLayer, error) {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("listen for raft on %s: %w (is another warren running? pick another port with --raft-port)", bind, err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		ln.Close()
+		return nil, fmt.Errorf("raft advertise address %q is not routable: give --advertise an address other nodes can reach", advertise)
+	}
+	return &tlsStreamLayer{ln: tls.NewListener(ln, cfg), advertise: adv, cfg: cfg}, nil
+}
+
+func (t *tlsStreamLayer) Accept() (net.Conn, error) { return t.ln.Accept() }
+func (t *tlsStreamLayer) Close() error              { return t.ln.Close() }
+func (t *tlsStreamLayer) Addr() net.Addr            { return t.advertise }
+
+func (t *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return tls.DialWithDialer(d, "tcp", string(address), t.cfg)
+}
