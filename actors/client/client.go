@@ -1,0 +1,265 @@
+// Package client is Warren's public Go client: it connects a program to a
+// cluster as an actor (a short-lived remote endpoint with the admin
+// certificate, since protoactor replies over a connection dialled back to
+// the sender) and offers typed calls for the API and the event stream. The
+// CLI is built on it; so can any Go program (see examples/).
+package client
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/warrenorch/warren/actors/host"
+	"github.com/warrenorch/warren/actors/manager"
+	"github.com/warrenorch/warren/actors/remoting"
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store/pki"
+)
+
+// Options says where the cluster and the credentials are.
+type Options struct {
+	ConfigDir string   // default $WARREN_CONFIG_DIR or $HOME/.warren
+	Managers  []string // override the managers from the config (host:port)
+	Timeout   time.Duration
+}
+
+// Client is a connection to a cluster.
+type Client struct {
+	System   *actor.ActorSystem
+	remote   *remote.Remote
+	managers []string
+	cur      int
+	timeout  time.Duration
+}
+
+// Error is an error the cluster returned.
+type Error struct {
+	Code    messages.ErrorCode
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// DefaultConfigDir is $WARREN_CONFIG_DIR, else $HOME/.warren.
+func DefaultConfigDir() string {
+	if d := os.Getenv("WARREN_CONFIG_DIR"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".warren")
+}
+
+// Dial loads the credentials and starts the client's endpoint.
+func Dial(opts Options) (*Client, error) {
+	if opts.ConfigDir == "" {
+		opts.ConfigDir = DefaultConfigDir()
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 15 * time.Second
+	}
+	cfg, err := host.LoadClientConfig(opts.ConfigDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no cluster configured in %s: run `warren cluster init` on this machine, or copy the config dir from a manager (or set WARREN_CONFIG_DIR)", opts.ConfigDir)
+		}
+		return nil, err
+	}
+	entry := cfg.Clusters[cfg.Current]
+	if entry == nil {
+		return nil, fmt.Errorf("%s names no current cluster: run `warren cluster init` again", filepath.Join(opts.ConfigDir, host.ConfigFile))
+	}
+	managers := entry.Managers
+	if len(opts.Managers) > 0 {
+		managers = opts.Managers
+	}
+	if len(managers) == 0 {
+		return nil, fmt.Errorf("no manager address known: pass --manager HOST:PORT")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(entry.Dir, "ca.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("read cluster CA: %w (re-run `warren cluster init` on the manager to rewrite the credentials)", err)
+	}
+	id, err := pki.LoadIdentity(entry.Dir, "admin")
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials: %w", err)
+	}
+	tlsCfg, err := pki.TLSConfig(caPEM, id)
+	if err != nil {
+		return nil, err
+	}
+	return DialTLS(managers, tlsCfg, opts.Timeout)
+}
+
+// DialTLS connects with explicit credentials. It finds the first reachable
+// manager and listens on the local address of the route to it, since that
+// is where the manager dials back with replies.
+func DialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration) (*Client, error) {
+	c := &Client{managers: managers, timeout: timeout}
+	var local string
+	var errs []error
+	for i, m := range managers {
+		conn, err := net.DialTimeout("tcp", m, 3*time.Second)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		local = conn.LocalAddr().(*net.TCPAddr).IP.String()
+		conn.Close()
+		c.cur = i
+		break
+	}
+	if local == "" {
+		return nil, fmt.Errorf("cannot reach any manager (%v): is warren running there? start it with `warren cluster init`", errors.Join(errs...))
+	}
+	c.System = actor.NewActorSystem(actor.WithLoggerFactory(quietLogger))
+	r, _, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg})
+	if err != nil {
+		return nil, err
+	}
+	c.remote = r
+	return c, nil
+}
+
+// Close stops the client's endpoint.
+func (c *Client) Close() {
+	if c.remote != nil {
+		c.remote.Shutdown(false)
+	}
+}
+
+// Manager is the address of the manager in use.
+func (c *Client) Manager() string { return c.managers[c.cur] }
+
+// Request sends msg to the api actor of the manager in use and waits.
+func (c *Client) Request(msg any) (any, error) {
+	pid := actor.NewPID(c.Manager(), manager.NameAPI)
+	res, err := c.System.Root.RequestFuture(pid, msg, c.timeout).Result()
+	if err != nil {
+		if errors.Is(err, actor.ErrTimeout) {
+			return nil, fmt.Errorf("manager %s did not answer within %s: check `warren cluster info` and the manager's log", c.Manager(), c.timeout)
+		}
+		return nil, fmt.Errorf("request to %s: %w", c.Manager(), err)
+	}
+	if e := replyError(res); e != nil {
+		return res, e
+	}
+	return res, nil
+}
+
+type errorer interface{ GetError() *messages.Error }
+
+func replyError(res any) error {
+	if r, ok := res.(errorer); ok {
+		if e := r.GetError(); e != nil && e.Code != messages.ErrorCode_ERROR_CODE_NONE {
+			return &Error{Code: e.Code, Message: e.Message}
+		}
+	}
+	return nil
+}
+
+func typed[T any](res any, err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, err
+	}
+	v, ok := res.(T)
+	if !ok {
+		return zero, fmt.Errorf("unexpected reply %T", res)
+	}
+	return v, nil
+}
+
+// ClusterInfo describes the cluster.
+func (c *Client) ClusterInfo() (*messages.ClusterInfoReply, error) {
+	return typed[*messages.ClusterInfoReply](c.Request(&messages.ClusterInfoRequest{}))
+}
+
+// CreateService creates a service.
+func (c *Client) CreateService(spec *messages.ServiceSpec) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.CreateServiceRequest{Spec: spec}))
+	return r.GetService(), err
+}
+
+// ScaleService sets a replicated service's replica count.
+func (c *Client) ScaleService(name string, replicas uint64) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.ScaleServiceRequest{Name: name, Replicas: replicas}))
+	return r.GetService(), err
+}
+
+// DeleteService deletes a service; its tasks stop and are cleaned up.
+func (c *Client) DeleteService(name string) error {
+	_, err := c.Request(&messages.DeleteServiceRequest{Name: name})
+	return err
+}
+
+// InspectService returns a service by name or id.
+func (c *Client) InspectService(name string) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.InspectServiceRequest{Name: name}))
+	return r.GetService(), err
+}
+
+// ListServices lists services with running/desired counts.
+func (c *Client) ListServices() ([]*messages.ServiceSummary, error) {
+	r, err := typed[*messages.ListServicesReply](c.Request(&messages.ListServicesRequest{}))
+	return r.GetServices(), err
+}
+
+// ListTasks lists tasks, filtered by service and node (names or ids).
+func (c *Client) ListTasks(service, node string, all bool) ([]*messages.Task, error) {
+	r, err := typed[*messages.ListTasksReply](c.Request(&messages.ListTasksRequest{Service: service, Node: node, All: all}))
+	return r.GetTasks(), err
+}
+
+// ListNodes lists nodes.
+func (c *Client) ListNodes() ([]*messages.Node, error) {
+	r, err := typed[*messages.ListNodesReply](c.Request(&messages.ListNodesRequest{}))
+	return r.GetNodes(), err
+}
+
+// InspectNode returns a node by id, id prefix or hostname.
+func (c *Client) InspectNode(ref string) (*messages.NodeReply, error) {
+	return typed[*messages.NodeReply](c.Request(&messages.InspectNodeRequest{Node: ref}))
+}
+
+// ListImages lists the images on the manager's node.
+func (c *Client) ListImages() ([]string, error) {
+	r, err := typed[*messages.ListImagesReply](c.Request(&messages.ListImagesRequest{}))
+	return r.GetImages(), err
+}
+
+// ImportImage uploads an OCI layout or docker-save tarball in chunks and
+// returns the image names imported.
+func (c *Client) ImportImage(r io.Reader) ([]string, error) {
+	const chunk = 1 << 20
+	id := messages.NewID()
+	buf := make([]byte, chunk)
+	for seq := uint64(0); ; seq++ {
+		n, err := io.ReadFull(r, buf)
+		last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !last {
+			return nil, fmt.Errorf("read image: %w", err)
+		}
+		res, rerr := typed[*messages.ImportImageReply](c.Request(&messages.ImportImageChunk{UploadId: id, Seq: seq, Data: append([]byte(nil), buf[:n]...), Last: last}))
+		if rerr != nil {
+			return nil, rerr
+		}
+		if last {
+			return res.Images, nil
+		}
+	}
+}
+
+// DebugCrash makes a named actor panic (nodes started with --enable-debug).
+func (c *Client) DebugCrash(actorName string) error {
+	_, err := c.Request(&messages.DebugCrash{Actor: actorName})
+	return err
+}

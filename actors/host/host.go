@@ -1,0 +1,404 @@
+// Package host assembles a Warren node process: it checks and locks the data
+// dir, creates the cluster CA and certificates on first start (or resumes
+// the node on every later start with the same command line), runs the
+// embedded containerd unless a socket is given, opens the raft store, starts
+// the actor system with mutual-TLS remoting, and spawns the events hub, the
+// manager tree and the worker agent. Stop undoes it in reverse, leaving
+// containers running for the next start to adopt.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/warrenorch/warren/actors/events"
+	"github.com/warrenorch/warren/actors/manager"
+	"github.com/warrenorch/warren/actors/remoting"
+	"github.com/warrenorch/warren/actors/worker"
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/netmesh"
+	"github.com/warrenorch/warren/runtime"
+	"github.com/warrenorch/warren/store"
+	"github.com/warrenorch/warren/store/pki"
+)
+
+// Defaults.
+const (
+	DefaultPort     = 4280
+	DefaultRaftPort = 4281
+)
+
+// Config configures a node.
+type Config struct {
+	DataDir          string
+	Advertise        string // IP other nodes and the CLI reach this node at; default: the source address of the default route
+	ListenHost       string // default 0.0.0.0
+	Port             int    // actor remoting
+	RaftPort         int
+	ContainerdSocket string // "" runs an embedded containerd under the data dir
+	ConfigDir        string // where the admin credentials go (default $HOME/.warren)
+	Hostname         string
+	EnableDebug      bool
+	MetricsAddr      string // "" disables
+	NodeDownAfter    time.Duration
+	Version          string
+	Log              *zap.Logger
+}
+
+// Node is a running Warren node.
+type Node struct {
+	cfg     Config
+	File    *NodeFile
+	Addr    string // actor address
+	lock    *dirLock
+	daemon  *runtime.Daemon
+	rt      *runtime.Containerd
+	st      *store.Store
+	system  *actor.ActorSystem
+	remote  *remote.Remote
+	net     *netmesh.Network
+	metrics *http.Server
+	created bool
+}
+
+// Created reports whether this start created a new cluster.
+func (n *Node) Created() bool { return n.created }
+
+// System is the node's actor system (for embedding).
+func (n *Node) System() *actor.ActorSystem { return n.system }
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/warren"
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	if c.ListenHost == "" {
+		c.ListenHost = "0.0.0.0"
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.RaftPort == 0 {
+		c.RaftPort = DefaultRaftPort
+	}
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+	}
+	if c.NodeDownAfter == 0 {
+		c.NodeDownAfter = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.ConfigDir == "" {
+		home, _ := os.UserHomeDir()
+		c.ConfigDir = filepath.Join(home, ".warren")
+	}
+	return nil
+}
+
+// DefaultAdvertise is the source address of the route to the outside, or
+// 127.0.0.1 when there is none (a lone machine still works).
+func DefaultAdvertise() string {
+	c, err := net.Dial("udp4", "192.0.2.1:9") // TEST-NET-1: never sent, only routed
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// InitOrResume starts a node: on an empty data dir it creates a new cluster
+// with this node as its first manager; on this node's data dir it resumes it.
+func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	nf, err := ReadNodeFile(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Stop()
+		}
+	}()
+	if nf == nil {
+		if nf, err = n.create(); err != nil {
+			return nil, err
+		}
+		n.created = true
+	} else if cfg.Advertise != "" && cfg.Advertise != nf.Advertise {
+		cfg.Log.Warn("ignoring --advertise on resume: the node keeps the address it was created with",
+			zap.String("given", cfg.Advertise), zap.String("kept", nf.Advertise))
+	}
+	n.File = nf
+	if err := n.start(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return n, nil
+}
+
+// create writes a new cluster's identity into the data dir.
+func (n *Node) create() (*NodeFile, error) {
+	cfg := n.cfg
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = DefaultAdvertise()
+	}
+	ip := net.ParseIP(adv)
+	if ip == nil {
+		return nil, fmt.Errorf("--advertise %q is not an IP address: give the address other nodes reach this one at", adv)
+	}
+	nf := &NodeFile{Format: 1, ClusterID: messages.NewID(), NodeID: messages.NewID(), Role: pki.RoleManager,
+		Advertise: adv, Port: cfg.Port, RaftPort: cfg.RaftPort, Hostname: cfg.Hostname, Created: time.Now().UTC()}
+	ca, err := pki.NewCA(nf.ClusterID)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(certDir(cfg.DataDir), 0o700); err != nil {
+		return nil, fmt.Errorf("create cert dir: %w", err)
+	}
+	if err := ca.Save(certDir(cfg.DataDir)); err != nil {
+		return nil, err
+	}
+	ips := []net.IP{ip, net.ParseIP("127.0.0.1")}
+	id, err := ca.Issue(nf.NodeID, pki.RoleManager, ips, []string{cfg.Hostname}, 5*365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := id.Save(certDir(cfg.DataDir), "node"); err != nil {
+		return nil, err
+	}
+	// node.json last: a crash before this leaves a dir that init redoes.
+	if err := writeNodeFile(cfg.DataDir, nf); err != nil {
+		return nil, err
+	}
+	return nf, nil
+}
+
+func (n *Node) start(ctx context.Context) error {
+	cfg, nf := n.cfg, n.File
+	log := cfg.Log.With(zap.String("node", nf.NodeID[:12]))
+	cd := certDir(cfg.DataDir)
+	ca, err := pki.LoadCA(cd)
+	if err != nil {
+		return fmt.Errorf("data dir %s is damaged: %w", cfg.DataDir, err)
+	}
+	id, err := pki.LoadIdentity(cd, "node")
+	if err != nil {
+		return fmt.Errorf("data dir %s is damaged: node %w", cfg.DataDir, err)
+	}
+	tlsCfg, err := pki.TLSConfig(ca.PEM, id)
+	if err != nil {
+		return err
+	}
+
+	// Admin credentials for the CLI on this machine.
+	admin, err := ca.Issue("admin", pki.RoleAdmin, nil, nil, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.Port))
+	if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, []string{addr}, ca.PEM, admin); err != nil {
+		return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
+	}
+
+	// Container runtime.
+	socket := cfg.ContainerdSocket
+	if socket == "" {
+		n.daemon, err = runtime.StartDaemon(ctx, filepath.Join(cfg.DataDir, "containerd"), log.Named("containerd"))
+		if err != nil {
+			return err
+		}
+		socket = n.daemon.Socket()
+	}
+	n.rt, err = runtime.NewContainerd(ctx, socket, "warren", log.Named("runtime"))
+	if err != nil {
+		return err
+	}
+
+	// Actor system first: the store's apply hook publishes on its stream.
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(slogFactory(log.Named("actor"))))
+	sys := n.system
+	n.st, err = store.Open(store.Config{
+		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: nf.NodeID,
+		Bind:      net.JoinHostPort(cfg.ListenHost, strconv.Itoa(nf.RaftPort)),
+		Advertise: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
+		TLS:       tlsCfg, Log: log,
+		OnChange: func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) },
+	}, n.created)
+	if err != nil {
+		return err
+	}
+	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
+	if err != nil {
+		return err
+	}
+	mw := actor.WithReceiverMiddleware(events.Lifecycle(nf.NodeID))
+	if _, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events")).Configure(mw), manager.NameEvents); err != nil {
+		return fmt.Errorf("start events hub: %w", err)
+	}
+	leaderCfg := manager.LeaderConfig{Store: n.st, Log: log.Named("leader"), NodeDownAfter: cfg.NodeDownAfter, ResyncEvery: 10 * time.Second}
+	if _, err := manager.Start(sys, manager.Config{
+		Store: n.st, Log: log.Named("manager"), Leader: leaderCfg,
+		API: manager.APIConfig{Store: n.st, Images: n.rt, NodeID: nf.NodeID, Version: cfg.Version,
+			UploadDir: filepath.Join(cfg.DataDir, "uploads"), EnableDebug: cfg.EnableDebug, Log: log.Named("api")},
+	}, mw); err != nil {
+		return fmt.Errorf("start manager: %w", err)
+	}
+	if err := n.st.WaitLeader(30 * time.Second); err != nil {
+		return err
+	}
+	if n.created {
+		if err := n.proposeClusterInfo(ca); err != nil {
+			return err
+		}
+	}
+
+	// Worker agent.
+	logDir := filepath.Join(cfg.DataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return err
+	}
+	osName, arch := manager.Platform()
+	desc := &messages.NodeDescription{
+		Hostname: cfg.Hostname, Addr: addr, RaftAddr: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
+		Os: osName, Arch: arch, Version: cfg.Version, Resources: capacity(),
+		Runtime: runtimeName(cfg.ContainerdSocket),
+	}
+	if _, err := sys.Root.SpawnNamed(worker.NewAgent(worker.AgentConfig{
+		NodeID: nf.NodeID, Role: messages.NodeRole_NODE_ROLE_MANAGER, Description: desc,
+		Managers: []string{addr}, APIName: manager.NameAPI, Runtime: n.rt,
+		OpenNetwork: n.openNetwork,
+		CachePath:   filepath.Join(cfg.DataDir, "agent.db"),
+		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
+			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
+		Heartbeat: time.Second, Log: log.Named("agent"),
+	}).Configure(mw), manager.NameAgent); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	n.serveMetrics(log)
+	log.Info("node up", zap.String("cluster", nf.ClusterID), zap.String("addr", addr), zap.Bool("created", n.created))
+	return nil
+}
+
+func runtimeName(socket string) string {
+	if socket == "" {
+		return "containerd (embedded)"
+	}
+	return "containerd at " + socket
+}
+
+func capacity() *messages.Resources {
+	var si syscall.Sysinfo_t
+	r := &messages.Resources{NanoCpus: int64(goruntime.NumCPU()) * 1e9}
+	if syscall.Sysinfo(&si) == nil {
+		r.MemoryBytes = int64(si.Totalram) * int64(si.Unit)
+	}
+	return r
+}
+
+func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
+	nw, err := netmesh.New(netmesh.Config{
+		Subnet: subnet, StateDir: filepath.Join(n.cfg.DataDir, "net"), NetNSDir: filepath.Join(n.cfg.DataDir, "netns"),
+		Log: n.cfg.Log.Named("netmesh"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.net = nw
+	return nw, nil
+}
+
+func (n *Node) proposeClusterInfo(ca *pki.CA) error {
+	res, err := n.st.Apply(&messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: &messages.ClusterInfo{
+		ClusterId: n.File.ClusterID, Name: "warren", CreatedUnixNano: time.Now().UnixNano(), CaFingerprint: ca.Fingerprint(),
+	}}}}, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("record cluster info: %w", err)
+	}
+	if res.Error != nil {
+		return errors.New(res.Error.Message)
+	}
+	return nil
+}
+
+func (n *Node) serveMetrics(log *zap.Logger) {
+	if n.cfg.MetricsAddr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	ln, err := net.Listen("tcp", n.cfg.MetricsAddr)
+	if err != nil {
+		log.Warn("metrics disabled: cannot listen", zap.String("addr", n.cfg.MetricsAddr), zap.Error(err))
+		return
+	}
+	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go n.metrics.Serve(ln)
+}
+
+// Stop shuts the node down cleanly; containers keep running.
+func (n *Node) Stop() {
+	if n.metrics != nil {
+		n.metrics.Close()
+	}
+	if n.system != nil {
+		for _, name := range []string{manager.NameAgent, manager.NameManager, manager.NameEvents} {
+			_ = n.system.Root.StopFuture(actor.NewPID(n.system.Address(), name)).Wait()
+		}
+	}
+	if n.remote != nil {
+		n.remote.Shutdown(false)
+	}
+	if n.st != nil {
+		if err := n.st.Close(); err != nil {
+			n.cfg.Log.Warn("close store", zap.Error(err))
+		}
+	}
+	if n.net != nil {
+		n.net.Close()
+	}
+	if n.rt != nil {
+		n.rt.Close()
+	}
+	if n.daemon != nil {
+		if err := n.daemon.Stop(); err != nil {
+			n.cfg.Log.Warn("stop containerd", zap.Error(err))
+		}
+	}
+	n.lock.release()
+}

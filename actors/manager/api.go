@@ -1,0 +1,391 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/warrenorch/warren/actors/remoting"
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store"
+	"github.com/warrenorch/warren/store/pki"
+)
+
+// Images is what the api needs from the node's container runtime.
+type Images interface {
+	ImportImage(ctx context.Context, r io.Reader) ([]string, error)
+	EnsureImage(ctx context.Context, ref string) error
+	ListImages(ctx context.Context) ([]string, error)
+}
+
+// APIConfig configures the api actor.
+type APIConfig struct {
+	Store       *store.Store
+	Images      Images
+	NodeID      string
+	Version     string
+	UploadDir   string
+	EnableDebug bool // accept DebugCrash (supervision tests)
+	Log         *zap.Logger
+}
+
+// apiActor is the remote-facing edge: it authorizes by the caller's
+// certificate role, validates, forwards writes to the store actor (which
+// forwards to the leader), serves reads from the local replica, and routes
+// worker messages to the leader.
+type apiActor struct {
+	cfg     APIConfig
+	uploads map[string]*os.File
+}
+
+func newAPI(cfg APIConfig) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &apiActor{cfg: cfg, uploads: map[string]*os.File{}} })
+}
+
+func errReply(code messages.ErrorCode, format string, a ...any) *messages.Error {
+	return &messages.Error{Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+func (a *apiActor) Receive(ctx actor.Context) {
+	msg := ctx.Message()
+	switch msg.(type) {
+	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+		if _, ok := msg.(*actor.Stopping); ok {
+			for _, f := range a.uploads {
+				f.Close()
+				os.Remove(f.Name())
+			}
+		}
+		return
+	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport:
+		a.toLeader(ctx)
+		return
+	}
+	// Everything below is an admin request: workers may not make them.
+	if id := remoting.Identity(ctx); id.Role == pki.RoleWorker {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "worker %s may not call the management API", id.Name)})
+		return
+	}
+	st := a.cfg.Store.State
+	switch m := msg.(type) {
+	case *messages.ClusterInfoRequest:
+		ctx.Respond(a.clusterInfo())
+	case *messages.CreateServiceRequest:
+		a.createService(ctx, m)
+	case *messages.UpdateServiceRequest:
+		a.updateService(ctx, m)
+	case *messages.ScaleServiceRequest:
+		v := st.ServiceByName(m.Name)
+		if v == nil {
+			ctx.Respond(&messages.ServiceReply{Error: notFound("service", m.Name)})
+			return
+		}
+		if v.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "service %s is global (one task per node) and cannot be scaled", m.Name)})
+			return
+		}
+		if m.Replicas > messages.MaxReplicas {
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "replicas %d is more than the limit of %d: scale to a smaller number", m.Replicas, messages.MaxReplicas)})
+			return
+		}
+		spec := v.Spec
+		spec.Replicas = m.Replicas
+		a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.Version, Spec: spec}}}, v.Id)
+	case *messages.DeleteServiceRequest:
+		v := st.ServiceByName(m.Name)
+		if v == nil {
+			ctx.Respond(&messages.ServiceReply{Error: notFound("service", m.Name)})
+			return
+		}
+		a.propose(ctx, &messages.Command{Op: &messages.Command_DeleteService{DeleteService: &messages.DeleteService{ServiceId: v.Id}}}, "")
+	case *messages.InspectServiceRequest:
+		v := a.findService(m.Name)
+		if v == nil {
+			ctx.Respond(&messages.ServiceReply{Error: notFound("service", m.Name)})
+			return
+		}
+		ctx.Respond(&messages.ServiceReply{Service: v})
+	case *messages.ListServicesRequest:
+		reply := &messages.ListServicesReply{}
+		for _, v := range st.Services() {
+			sum := &messages.ServiceSummary{Service: v, Desired: v.Spec.Replicas}
+			for _, t := range st.Tasks(store.TaskFilter{ServiceID: v.Id}) {
+				if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING && t.Status.GetState() == messages.TaskState_TASK_STATE_RUNNING {
+					sum.Running++
+				}
+			}
+			if v.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+				sum.Desired = uint64(len(st.Nodes()))
+			}
+			reply.Services = append(reply.Services, sum)
+		}
+		ctx.Respond(reply)
+	case *messages.ListTasksRequest:
+		a.listTasks(ctx, m)
+	case *messages.ListNodesRequest:
+		ctx.Respond(&messages.ListNodesReply{Nodes: st.Nodes()})
+	case *messages.InspectNodeRequest:
+		n := a.findNode(m.Node)
+		if n == nil {
+			ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
+			return
+		}
+		reply := &messages.NodeReply{Node: n}
+		for _, t := range st.Tasks(store.TaskFilter{NodeID: n.Id}) {
+			if t.Status.GetState() == messages.TaskState_TASK_STATE_RUNNING {
+				reply.TasksRunning++
+			}
+		}
+		ctx.Respond(reply)
+	case *messages.ImportImageChunk:
+		a.importChunk(ctx, m)
+	case *messages.ListImagesRequest:
+		imgs, err := a.cfg.Images.ListImages(context.Background())
+		if err != nil {
+			ctx.Respond(&messages.ListImagesReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "list images: %v", err)})
+			return
+		}
+		ctx.Respond(&messages.ListImagesReply{Images: imgs})
+	case *messages.DebugCrash:
+		if !a.cfg.EnableDebug {
+			ctx.Respond(&messages.DebugCrashReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "debug hooks are off: start the node with --enable-debug")})
+			return
+		}
+		if m.Actor == NameAPI {
+			panic("debug crash requested for the api actor")
+		}
+		ctx.Send(actor.NewPID(ctx.Self().Address, m.Actor), m)
+		ctx.Respond(&messages.DebugCrashReply{})
+	default:
+		a.cfg.Log.Debug("api: unhandled message", zap.String("type", fmt.Sprintf("%T", msg)))
+	}
+}
+
+func notFound(kind, name string) *messages.Error {
+	return errReply(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "%s %q not found: list them with `warren %s ls`", kind, name, kind)
+}
+
+// toLeader routes worker messages to the leader actor, here or on the
+// leader manager.
+func (a *apiActor) toLeader(ctx actor.Context) {
+	if a.cfg.Store.IsLeader() {
+		ctx.Forward(actor.NewPID(ctx.Self().Address, NameLeader))
+		return
+	}
+	if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address {
+		ctx.Forward(pid)
+		return
+	}
+	if _, ok := ctx.Message().(*messages.RegisterNode); ok {
+		ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "no leader yet: retrying")})
+	}
+}
+
+func (a *apiActor) clusterInfo() *messages.ClusterInfoReply {
+	st := a.cfg.Store.State
+	r := &messages.ClusterInfoReply{Cluster: st.Cluster(), Index: st.Index(), Version: a.cfg.Version, NodeId: a.cfg.NodeID}
+	_, r.LeaderId = a.cfg.Store.Leader()
+	nodes := st.Nodes()
+	r.Nodes = uint32(len(nodes))
+	for _, n := range nodes {
+		if n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER {
+			r.ManagerAddrs = append(r.ManagerAddrs, n.Description.GetAddr())
+		}
+		if n.Id == r.LeaderId {
+			r.LeaderAddr = n.Description.GetAddr()
+		}
+	}
+	r.Services = uint32(len(st.Services()))
+	for _, t := range st.Tasks(store.TaskFilter{}) {
+		if t.Status.GetState() == messages.TaskState_TASK_STATE_RUNNING {
+			r.TasksRunning++
+		}
+	}
+	return r
+}
+
+func (a *apiActor) findService(name string) *messages.Service {
+	st := a.cfg.Store.State
+	if v := st.ServiceByName(name); v != nil {
+		return v
+	}
+	return st.Service(name)
+}
+
+func (a *apiActor) findNode(ref string) *messages.Node {
+	st := a.cfg.Store.State
+	if n := st.Node(ref); n != nil {
+		return n
+	}
+	var match *messages.Node
+	for _, n := range st.Nodes() {
+		if n.Description.GetHostname() == ref || (len(ref) >= 4 && strings.HasPrefix(n.Id, ref)) {
+			if match != nil {
+				return nil // ambiguous
+			}
+			match = n
+		}
+	}
+	return match
+}
+
+func (a *apiActor) createService(ctx actor.Context, m *messages.CreateServiceRequest) {
+	spec := m.Spec
+	if err := messages.ValidateServiceSpec(spec); err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
+		return
+	}
+	if a.cfg.Store.State.ServiceByName(spec.Name) != nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "service %q already exists: pick another name, or scale it with `warren service scale %s=N`", spec.Name, spec.Name)})
+		return
+	}
+	if !a.imagePresent(ctx, spec.Image) {
+		return
+	}
+	v := &messages.Service{Id: messages.NewID(), Spec: spec}
+	a.propose(ctx, &messages.Command{Op: &messages.Command_CreateService{CreateService: &messages.CreateService{Service: v}}}, v.Id)
+}
+
+// imagePresent refuses a spec whose image this node cannot get, before any
+// state changes, instead of creating tasks that can only be rejected.
+func (a *apiActor) imagePresent(ctx actor.Context, ref string) bool {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.cfg.Images.EnsureImage(c, ref); err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %v", ref, err)})
+		return false
+	}
+	return true
+}
+
+func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceRequest) {
+	v := a.cfg.Store.State.ServiceByName(m.Name)
+	if v == nil {
+		ctx.Respond(&messages.ServiceReply{Error: notFound("service", m.Name)})
+		return
+	}
+	if m.Spec.GetName() == "" && m.Spec != nil {
+		m.Spec.Name = m.Name
+	}
+	if err := messages.ValidateServiceSpec(m.Spec); err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
+		return
+	}
+	if m.Spec.Image != v.Spec.Image && !a.imagePresent(ctx, m.Spec.Image) {
+		return
+	}
+	a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: m.ExpectedVersion, Spec: m.Spec}}}, v.Id)
+}
+
+// propose sends cmd to the store actor and, once committed, answers the
+// caller with the service as applied (svcID) or the error. The api stays
+// responsive meanwhile: the continuation runs when the future completes.
+func (a *apiActor) propose(ctx actor.Context, cmd *messages.Command, svcID string) {
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if err != nil {
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; the cluster may have lost its leader, retry", err)})
+			return
+		}
+		r, _ := res.(*messages.CommandResult)
+		if r == nil {
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res)})
+			return
+		}
+		if r.Error != nil {
+			ctx.Respond(&messages.ServiceReply{Error: r.Error})
+			return
+		}
+		reply := &messages.ServiceReply{}
+		if svcID != "" {
+			reply.Service = a.cfg.Store.State.Service(svcID)
+		}
+		ctx.Respond(reply)
+	})
+}
+
+func (a *apiActor) listTasks(ctx actor.Context, m *messages.ListTasksRequest) {
+	st := a.cfg.Store.State
+	f := store.TaskFilter{}
+	if m.Service != "" {
+		v := a.findService(m.Service)
+		if v == nil {
+			ctx.Respond(&messages.ListTasksReply{Error: notFound("service", m.Service)})
+			return
+		}
+		f.ServiceID = v.Id
+	}
+	if m.Node != "" {
+		n := a.findNode(m.Node)
+		if n == nil {
+			ctx.Respond(&messages.ListTasksReply{Error: notFound("node", m.Node)})
+			return
+		}
+		f.NodeID = n.Id
+	}
+	reply := &messages.ListTasksReply{}
+	for _, t := range st.Tasks(f) {
+		if !m.All && t.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
+			continue
+		}
+		reply.Tasks = append(reply.Tasks, t)
+	}
+	ctx.Respond(reply)
+}
+
+// importChunk appends an upload chunk to a temp file; the last chunk imports
+// it into the node's containerd.
+func (a *apiActor) importChunk(ctx actor.Context, m *messages.ImportImageChunk) {
+	f, ok := a.uploads[m.UploadId]
+	if !ok {
+		if m.Seq != 0 {
+			ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "upload %s: chunk %d without a start: run the import again", m.UploadId, m.Seq)})
+			return
+		}
+		var err error
+		if err = os.MkdirAll(a.cfg.UploadDir, 0o700); err == nil {
+			f, err = os.CreateTemp(a.cfg.UploadDir, "import-*.tar")
+		}
+		if err != nil {
+			ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "store upload: %v", err)})
+			return
+		}
+		a.uploads[m.UploadId] = f
+	}
+	if _, err := f.Write(m.Data); err != nil {
+		a.dropUpload(m.UploadId)
+		ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "store upload: %v (is the data dir's disk full?)", err)})
+		return
+	}
+	if !m.Last {
+		ctx.Respond(&messages.ImportImageReply{})
+		return
+	}
+	defer a.dropUpload(m.UploadId)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "read upload: %v", err)})
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	imgs, err := a.cfg.Images.ImportImage(c, f)
+	if err != nil {
+		ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "import image: %v (expected an OCI layout or docker save tarball)", err)})
+		return
+	}
+	ctx.Respond(&messages.ImportImageReply{Images: imgs})
+}
+
+func (a *apiActor) dropUpload(id string) {
+	if f, ok := a.uploads[id]; ok {
+		f.Close()
+		os.Remove(f.Name())
+		delete(a.uploads, id)
+	}
+}

@@ -1,0 +1,25 @@
+// Package manager owns the actors every manager node runs: the store actor
+// (the only writer of cluster state, proposing commands to raft), the api
+// actor (the remote-facing edge the CLI and embedding programs talk to), and
+// the leader actor with its leader-only children, spawned when this manager
+// wins raft leadership and stopped when it loses it: the scheduler, one node
+// actor per node and one service actor per service. Leader-only actors
+// rebuild everything from replicated state when they start, so nothing is
+// lost across a leadership change.
+package manager
+
+import "time"
+
+// Well-known actor names; PIDs on any manager are {address, name}.
+const (
+	NameManager = "manager"
+	NameStore   = "manager/store"
+	NameAPI     = "manager/api"
+	NameLeader  = "manager/leader"
+	NameAgent   = "agent"
+	NameEvents  = "events"
+)
+
+// proposeTimeout bounds a raft apply; a write that cannot commit within it
+// is reported as unavailable instead of hanging the caller.
+const proposeTimeout = 10 * time.Second

@@ -1,0 +1,213 @@
+package manager
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store"
+)
+
+// LeaderConfig configures the leader-only actors.
+type LeaderConfig struct {
+	Store *store.Store
+	Log   *zap.Logger
+	// NodeDownAfter marks a node down after this long without a heartbeat.
+	NodeDownAfter time.Duration
+	// ResyncEvery pushes each node its full assignment set this often, so a
+	// lost message can never leave a worker drifting.
+	ResyncEvery time.Duration
+}
+
+// leaderActor lives only while this manager is the raft leader. It spawns one
+// service actor per service and one node actor per node as they appear in
+// replicated state, stops them as they go, routes worker messages to node
+// actors, and removes finished tasks of deleted services.
+type leaderActor struct {
+	cfg      LeaderConfig
+	services map[string]*actor.PID
+	nodes    map[string]*actor.PID
+	sub      *eventstream.Subscription
+}
+
+func newLeader(cfg LeaderConfig) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &leaderActor{cfg: cfg}
+	})
+}
+
+func (a *leaderActor) Receive(ctx actor.Context) {
+	st := a.cfg.Store.State
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.services, a.nodes = map[string]*actor.PID{}, map[string]*actor.PID{}
+		// Read-your-writes: everything committed by earlier leaders is
+		// applied here before the leader-only actors read the state.
+		if err := a.cfg.Store.Barrier(5 * time.Second); err != nil {
+			a.cfg.Log.Warn("leader barrier", zap.Error(err))
+		}
+		ctx.SpawnNamed(newScheduler(a.cfg), "scheduler")
+		a.sync(ctx)
+		a.sub = subscribeState(ctx, func(*messages.StateChanged) bool { return true })
+	case *actor.Stopping:
+		unsubscribe(ctx, a.sub)
+	case *actor.Restarting:
+		unsubscribe(ctx, a.sub)
+	case *messages.StateChanged:
+		if m.Restored {
+			a.sync(ctx)
+			return
+		}
+		a.onChange(ctx, m)
+	case *messages.RegisterNode:
+		a.register(ctx, m)
+	case *messages.Heartbeat:
+		if pid, ok := a.nodes[m.NodeId]; ok {
+			ctx.Forward(pid)
+		}
+	case *messages.TaskStatusReport:
+		if pid, ok := a.nodes[m.NodeId]; ok {
+			ctx.Forward(pid)
+		}
+	case *messages.DebugCrash:
+		panic("debug crash requested for " + ctx.Self().Id)
+	case *messages.CommandResult:
+		if m.Error != nil {
+			a.cfg.Log.Warn("leader write", zap.String("error", m.Error.Message))
+		}
+	}
+	_ = st
+}
+
+// sync spawns and stops children to match the state.
+func (a *leaderActor) sync(ctx actor.Context) {
+	st := a.cfg.Store.State
+	want := map[string]bool{}
+	for _, v := range st.Services() {
+		want[v.Id] = true
+		a.spawnService(ctx, v)
+	}
+	for id, pid := range a.services {
+		if !want[id] {
+			ctx.Stop(pid)
+			delete(a.services, id)
+		}
+	}
+	want = map[string]bool{}
+	for _, n := range st.Nodes() {
+		want[n.Id] = true
+		a.spawnNode(ctx, n.Id)
+	}
+	for id, pid := range a.nodes {
+		if !want[id] {
+			ctx.Stop(pid)
+			delete(a.nodes, id)
+		}
+	}
+	a.reap(ctx, st.Tasks(store.TaskFilter{}))
+}
+
+func (a *leaderActor) spawnService(ctx actor.Context, v *messages.Service) {
+	if _, ok := a.services[v.Id]; ok {
+		return
+	}
+	pid, err := ctx.SpawnNamed(newService(a.cfg, v.Id), "services/"+v.Spec.Name)
+	if err != nil {
+		a.cfg.Log.Error("spawn service actor", zap.String("service", v.Spec.Name), zap.Error(err))
+		return
+	}
+	a.services[v.Id] = pid
+}
+
+func (a *leaderActor) spawnNode(ctx actor.Context, id string) {
+	if _, ok := a.nodes[id]; ok {
+		return
+	}
+	pid, err := ctx.SpawnNamed(newNodeActor(a.cfg, id), "nodes/"+id)
+	if err != nil {
+		a.cfg.Log.Error("spawn node actor", zap.String("node", id), zap.Error(err))
+		return
+	}
+	a.nodes[id] = pid
+}
+
+func (a *leaderActor) onChange(ctx actor.Context, m *messages.StateChanged) {
+	var tasks []*messages.Task
+	for _, c := range m.Changes {
+		switch o := c.Object.(type) {
+		case *messages.Change_Service:
+			if c.Op == messages.ChangeOp_CHANGE_OP_DELETE {
+				if pid, ok := a.services[o.Service.Id]; ok {
+					ctx.Stop(pid)
+					delete(a.services, o.Service.Id)
+				}
+			} else {
+				a.spawnService(ctx, o.Service)
+			}
+		case *messages.Change_Node:
+			if c.Op == messages.ChangeOp_CHANGE_OP_DELETE {
+				if pid, ok := a.nodes[o.Node.Id]; ok {
+					ctx.Stop(pid)
+					delete(a.nodes, o.Node.Id)
+				}
+			} else {
+				a.spawnNode(ctx, o.Node.Id)
+			}
+		case *messages.Change_Task:
+			if c.Op != messages.ChangeOp_CHANGE_OP_DELETE {
+				tasks = append(tasks, o.Task)
+			}
+		}
+	}
+	a.reap(ctx, tasks)
+}
+
+// reap removes tasks of deleted services once their workers report them
+// finished, or at once when they never reached a node.
+func (a *leaderActor) reap(ctx actor.Context, tasks []*messages.Task) {
+	st := a.cfg.Store.State
+	var ids []string
+	for _, t := range tasks {
+		if st.Service(t.ServiceId) != nil || t.DesiredState != messages.TaskState_TASK_STATE_SHUTDOWN {
+			continue
+		}
+		if terminal(t.GetStatus().GetState()) || t.NodeId == "" || st.Node(t.NodeId) == nil {
+			ids = append(ids, t.Id)
+		}
+	}
+	if len(ids) > 0 {
+		ctx.Request(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_RemoveTasks{RemoveTasks: &messages.RemoveTasks{TaskIds: ids}}}})
+	}
+}
+
+// register records a node that (re)connects: a new node gets a subnet; a
+// known one keeps its spec (role, availability, labels) and is marked ready.
+func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
+	st := a.cfg.Store.State
+	now := time.Now().UnixNano()
+	n := st.Node(m.NodeId)
+	if n == nil {
+		n = &messages.Node{Id: m.NodeId, Spec: &messages.NodeSpec{Role: m.Role}}
+	}
+	n.Description = proto.Clone(m.Description).(*messages.NodeDescription)
+	n.Status = &messages.NodeStatus{State: messages.NodeState_NODE_STATE_READY, LastHeartbeatUnixNano: now, Message: "registered"}
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CommandResult)
+		switch {
+		case err != nil:
+			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "register node: %v", err)})
+		case r == nil:
+			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "register node: unexpected reply %T", res)})
+		case r.Error != nil:
+			ctx.Respond(&messages.RegisterNodeReply{Error: r.Error})
+		default:
+			a.spawnNode(ctx, m.NodeId)
+			ctx.Respond(&messages.RegisterNodeReply{Node: st.Node(m.NodeId)})
+		}
+	})
+}

@@ -1,0 +1,73 @@
+package manager
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/warrenorch/warren/store"
+)
+
+// Config configures a manager's actors.
+type Config struct {
+	Store  *store.Store
+	API    APIConfig
+	Leader LeaderConfig
+	Log    *zap.Logger
+}
+
+// leadership is sent to the manager actor when raft leadership changes here.
+type leadership struct{ leader bool }
+
+// managerActor supervises the store and api actors, and the leader actor
+// while this manager leads.
+type managerActor struct {
+	cfg    Config
+	leader *actor.PID
+}
+
+// Start spawns the manager actor tree on system and relays raft's leadership
+// notifications to it. It returns the manager's PID.
+func Start(system *actor.ActorSystem, cfg Config, opts ...actor.PropsOption) (*actor.PID, error) {
+	props := actor.PropsFromProducer(func() actor.Actor { return &managerActor{cfg: cfg} }, opts...)
+	pid, err := system.Root.SpawnNamed(props, NameManager)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for l := range cfg.Store.LeaderCh() {
+			system.Root.Send(pid, &leadership{leader: l})
+		}
+	}()
+	return pid, nil
+}
+
+func (a *managerActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SpawnNamed(newStoreActor(a.cfg.Store, a.cfg.Log.Named("store")), "store")
+		ctx.SpawnNamed(newAPI(a.cfg.API), "api")
+		// Leadership may have been won before this actor started.
+		if a.cfg.Store.IsLeader() {
+			a.lead(ctx, true)
+		}
+	case *leadership:
+		a.lead(ctx, m.leader && a.cfg.Store.IsLeader())
+	}
+}
+
+func (a *managerActor) lead(ctx actor.Context, on bool) {
+	switch {
+	case on && a.leader == nil:
+		a.cfg.Log.Info("became leader: starting leader-only actors")
+		pid, err := ctx.SpawnNamed(newLeader(a.cfg.Leader), "leader")
+		if err != nil {
+			a.cfg.Log.Error("spawn leader actor", zap.Error(err))
+			return
+		}
+		a.leader = pid
+	case !on && a.leader != nil:
+		a.cfg.Log.Info("lost leadership: stopping leader-only actors")
+		ctx.Stop(a.leader)
+		a.leader = nil
+	}
+}

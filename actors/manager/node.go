@@ -1,0 +1,134 @@
+package manager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/scheduler"
+	"go.uber.org/zap"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store"
+)
+
+// nodeActor is the leader's view of one node: it pushes the node its full
+// assignment set whenever one of its tasks changes (and periodically, so a
+// lost push heals), takes its heartbeats and status reports, and marks it
+// down when heartbeats stop. A new leader gives every node a fresh grace
+// period instead of trusting timers from before the election.
+type nodeActor struct {
+	cfg        LeaderConfig
+	id         string
+	sub        *eventstream.Subscription
+	cancel     []scheduler.CancelFunc
+	lastBeat   time.Time
+	pushQueued bool
+	writing    bool
+}
+
+func newNodeActor(cfg LeaderConfig, id string) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{cfg: cfg, id: id} })
+}
+
+func (a *nodeActor) relevant(sc *messages.StateChanged) bool {
+	for _, c := range sc.Changes {
+		switch o := c.Object.(type) {
+		case *messages.Change_Task:
+			if o.Task.NodeId == a.id {
+				return true
+			}
+		case *messages.Change_Node:
+			if o.Node.Id == a.id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (a *nodeActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.lastBeat = time.Now()
+		a.sub = subscribeState(ctx, a.relevant)
+		s := scheduler.NewTimerScheduler(ctx)
+		a.cancel = append(a.cancel,
+			s.SendRepeatedly(a.cfg.ResyncEvery, a.cfg.ResyncEvery, ctx.Self(), &tick{kind: "resync"}),
+			s.SendRepeatedly(time.Second, time.Second, ctx.Self(), &tick{kind: "down"}))
+		a.push(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		unsubscribe(ctx, a.sub)
+		for _, c := range a.cancel {
+			c()
+		}
+		a.cancel = nil
+	case *messages.StateChanged:
+		if !a.pushQueued {
+			a.pushQueued = true
+			ctx.Send(ctx.Self(), &reconcileNow{})
+		}
+	case *reconcileNow:
+		a.pushQueued = false
+		a.push(ctx)
+	case *tick:
+		switch m.kind {
+		case "resync":
+			a.push(ctx)
+		case "down":
+			a.checkDown(ctx)
+		}
+	case *messages.Heartbeat:
+		a.lastBeat = time.Now()
+		if n := a.cfg.Store.State.Node(a.id); n != nil && n.GetStatus().GetState() != messages.NodeState_NODE_STATE_READY {
+			a.setState(ctx, n, messages.NodeState_NODE_STATE_READY, "heartbeat resumed")
+		}
+	case *messages.TaskStatusReport:
+		a.lastBeat = time.Now()
+		if len(m.Updates) > 0 {
+			ctx.Request(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpdateTaskStatuses{UpdateTaskStatuses: &messages.UpdateTaskStatuses{Updates: m.Updates}}}})
+		}
+	case *messages.CommandResult:
+		if m.Error != nil {
+			a.cfg.Log.Warn("node actor write", zap.String("node", a.id), zap.String("error", m.Error.Message))
+		}
+	case *messages.DebugCrash:
+		panic("debug crash requested for " + ctx.Self().Id)
+	}
+}
+
+// push sends the node every task it must know about: those it must run and
+// those it must still stop. Anything else it runs is not ours and goes.
+func (a *nodeActor) push(ctx actor.Context) {
+	st := a.cfg.Store.State
+	n := st.Node(a.id)
+	if n == nil || n.Description.GetAddr() == "" {
+		return
+	}
+	as := &messages.Assignments{NodeId: a.id, Index: st.Index()}
+	for _, t := range st.Tasks(store.TaskFilter{NodeID: a.id}) {
+		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING || !terminal(t.GetStatus().GetState()) {
+			as.Tasks = append(as.Tasks, t)
+		}
+	}
+	ctx.Send(actor.NewPID(n.Description.Addr, NameAgent), as)
+}
+
+func (a *nodeActor) checkDown(ctx actor.Context) {
+	if a.writing || time.Since(a.lastBeat) < a.cfg.NodeDownAfter {
+		return
+	}
+	n := a.cfg.Store.State.Node(a.id)
+	if n == nil || n.GetStatus().GetState() != messages.NodeState_NODE_STATE_READY {
+		return
+	}
+	a.setState(ctx, n, messages.NodeState_NODE_STATE_DOWN, fmt.Sprintf("no heartbeat for %s", time.Since(a.lastBeat).Round(time.Second)))
+}
+
+func (a *nodeActor) setState(ctx actor.Context, n *messages.Node, s messages.NodeState, why string) {
+	n.Status = &messages.NodeStatus{State: s, Message: why, LastHeartbeatUnixNano: a.lastBeat.UnixNano()}
+	a.writing = true
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n, ExpectedVersion: n.Meta.GetVersion()}}}}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(any, error) { a.writing = false })
+}

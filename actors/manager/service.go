@@ -1,0 +1,147 @@
+package manager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/scheduler"
+	"go.uber.org/zap"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store"
+)
+
+// serviceActor keeps one service converged: the right number of tasks, one
+// per slot (or per eligible node for a global service), replacing tasks no
+// worker can run. It computes a Plan from replicated state and writes it in
+// one go; while a write is in flight it only notes new changes, so it never
+// acts on a state that lacks its own last write.
+type serviceActor struct {
+	cfg      LeaderConfig
+	id       string
+	sub      *eventstream.Subscription
+	inflight bool
+	dirty    bool
+	retry    scheduler.CancelFunc
+}
+
+func newService(cfg LeaderConfig, id string) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &serviceActor{cfg: cfg, id: id} })
+}
+
+func (a *serviceActor) relevant(sc *messages.StateChanged) bool {
+	for _, c := range sc.Changes {
+		switch o := c.Object.(type) {
+		case *messages.Change_Service:
+			if o.Service.Id == a.id {
+				return true
+			}
+		case *messages.Change_Task:
+			if o.Task.ServiceId == a.id {
+				return true
+			}
+		case *messages.Change_Node:
+			return true // eligibility of global services, constraints
+		}
+	}
+	return false
+}
+
+func (a *serviceActor) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		a.sub = subscribeState(ctx, a.relevant)
+		a.reconcile(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		unsubscribe(ctx, a.sub)
+		if a.retry != nil {
+			a.retry()
+		}
+	case *messages.StateChanged, *reconcileNow:
+		a.reconcile(ctx)
+	case *messages.DebugCrash:
+		panic("debug crash requested for " + ctx.Self().Id)
+	}
+}
+
+// eligible returns the nodes a global service runs on.
+func eligible(svc *messages.Service, nodes []*messages.Node) []*messages.Node {
+	var out []*messages.Node
+	probe := &messages.Task{Spec: svc.Spec}
+	for _, n := range nodes {
+		ok := true
+		for _, f := range filters[:3] { // ready, active, constraints
+			if !f.ok(probe, n, &messages.Resources{}) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (a *serviceActor) reconcile(ctx actor.Context) {
+	if a.inflight {
+		a.dirty = true
+		return
+	}
+	st := a.cfg.Store.State
+	svc := st.Service(a.id)
+	if svc == nil {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	var nodes []*messages.Node
+	if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+		nodes = eligible(svc, st.Nodes())
+	}
+	plan := Reconcile(svc, st.Tasks(store.TaskFilter{ServiceID: a.id}), nodes, time.Now())
+	if plan.RetryAfter > 0 {
+		if a.retry != nil {
+			a.retry()
+		}
+		a.retry = scheduler.NewTimerScheduler(ctx).SendOnce(plan.RetryAfter, ctx.Self(), &reconcileNow{})
+	}
+	var cmds []*messages.Command
+	// Stops first, then creates, so a slot never runs two tasks at once.
+	if len(plan.Shutdown) > 0 {
+		cmds = append(cmds, &messages.Command{Op: &messages.Command_UpdateTasks{UpdateTasks: &messages.UpdateTasks{Tasks: plan.Shutdown}}})
+	}
+	if len(plan.Create) > 0 {
+		cmds = append(cmds, &messages.Command{Op: &messages.Command_CreateTasks{CreateTasks: &messages.CreateTasks{Tasks: plan.Create}}})
+	}
+	if len(plan.Remove) > 0 {
+		cmds = append(cmds, &messages.Command{Op: &messages.Command_RemoveTasks{RemoveTasks: &messages.RemoveTasks{TaskIds: plan.Remove}}})
+	}
+	a.write(ctx, cmds)
+}
+
+// write proposes cmds in order, then reconciles again if changes arrived.
+func (a *serviceActor) write(ctx actor.Context, cmds []*messages.Command) {
+	if len(cmds) == 0 {
+		if a.dirty {
+			a.dirty = false
+			a.reconcile(ctx)
+		}
+		return
+	}
+	a.inflight = true
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: cmds[0]}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		a.inflight = false
+		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
+			a.cfg.Log.Warn("service write failed; will retry", zap.String("service", a.id), zap.String("error", fmt.Sprint(err, r.GetError())))
+			if a.retry != nil {
+				a.retry()
+			}
+			a.retry = scheduler.NewTimerScheduler(ctx).SendOnce(time.Second, ctx.Self(), &reconcileNow{})
+			return
+		}
+		a.write(ctx, cmds[1:])
+	})
+}

@@ -1,0 +1,326 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/runtime"
+)
+
+// AgentConfig configures a node's agent.
+type AgentConfig struct {
+	NodeID      string
+	Role        messages.NodeRole
+	Description *messages.NodeDescription
+	// Managers are actor addresses of managers to report to, tried in order.
+	Managers []string
+	// APIName is the api actor's name on a manager.
+	APIName string
+	Runtime runtime.Runtime
+	// OpenNetwork brings up the node's task network once its subnet is known.
+	OpenNetwork func(subnet netip.Prefix) (Network, error)
+	CachePath   string // bbolt file holding the last assignment set
+	Task        TaskConfig
+	Heartbeat   time.Duration
+	Log         *zap.Logger
+}
+
+var (
+	cacheBucket = []byte("agent")
+	keyNode     = []byte("node")
+	keyAssign   = []byte("assignments")
+)
+
+// Self-messages of the agent.
+type (
+	registerNow struct{}
+	flushNow    struct{}
+)
+
+// agent runs a node's tasks. It owns the assignment cache: on start it
+// resumes the cached tasks before any manager answers (a worker that reboots
+// during a partition keeps serving), then registers, heartbeats, and applies
+// every newer assignment set the leader pushes. Task status updates from its
+// task actors are batched into reports, and a full report is re-sent
+// periodically so a lost report heals.
+type agent struct {
+	cfg        AgentConfig
+	db         *bolt.DB
+	net        Network
+	subnet     string
+	index      uint64
+	tasks      map[string]*messages.Task // last assignment set
+	actors     map[string]*actor.PID
+	status     map[string]*messages.TaskStatusUpdate
+	pending    map[string]*messages.TaskStatusUpdate
+	flushQ     bool
+	cancel     []scheduler.CancelFunc
+	mgr        int // index into Managers of the one we talk to
+	beats      int
+	registered bool
+}
+
+// NewAgent returns the agent's props.
+func NewAgent(cfg AgentConfig) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &agent{cfg: cfg}
+	})
+}
+
+func (a *agent) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		for _, c := range a.cancel {
+			c()
+		}
+		a.cancel = nil
+		if a.db != nil {
+			a.db.Close()
+			a.db = nil
+		}
+	case *registerNow:
+		a.register(ctx)
+	case *messages.Assignments:
+		a.assign(ctx, m)
+	case *messages.TaskStatusUpdate:
+		a.status[m.TaskId] = m
+		a.pending[m.TaskId] = m
+		if !a.flushQ {
+			a.flushQ = true
+			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendOnce(20*time.Millisecond, ctx.Self(), &flushNow{}))
+		}
+	case *flushNow:
+		a.flushQ = false
+		a.flush(ctx, a.pending)
+		a.pending = map[string]*messages.TaskStatusUpdate{}
+	case *heartbeatTick:
+		a.heartbeat(ctx)
+	case *actor.Terminated:
+		for id, pid := range a.actors {
+			if pid.Equal(m.Who) {
+				delete(a.actors, id)
+			}
+		}
+		// A task still wanted here whose actor ended (it stops only after
+		// teardown) is started again by the next assignment set.
+	case *messages.DebugCrash:
+		panic("debug crash requested for " + ctx.Self().Id)
+	}
+}
+
+type heartbeatTick struct{}
+
+func (a *agent) start(ctx actor.Context) {
+	a.tasks, a.actors = map[string]*messages.Task{}, map[string]*actor.PID{}
+	a.status, a.pending = map[string]*messages.TaskStatusUpdate{}, map[string]*messages.TaskStatusUpdate{}
+	db, err := bolt.Open(a.cfg.CachePath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		panic(fmt.Errorf("open assignment cache %s: %w", a.cfg.CachePath, err))
+	}
+	a.db = db
+	var cached *messages.Assignments
+	_ = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(cacheBucket)
+		if err != nil {
+			return err
+		}
+		if v := b.Get(keyNode); v != nil {
+			a.subnet = string(v)
+		}
+		if v := b.Get(keyAssign); v != nil {
+			cached = &messages.Assignments{}
+			if proto.Unmarshal(v, cached) != nil {
+				cached = nil
+			}
+		}
+		return nil
+	})
+	if a.subnet != "" {
+		if err := a.openNetwork(); err != nil {
+			a.cfg.Log.Error("task network", zap.Error(err))
+		}
+	}
+	if cached != nil && a.net != nil {
+		a.cfg.Log.Info("resuming cached assignments", zap.Int("tasks", len(cached.Tasks)), zap.Uint64("index", cached.Index))
+		a.apply(ctx, cached)
+	}
+	a.gcOrphans()
+	ctx.Send(ctx.Self(), &registerNow{})
+}
+
+func (a *agent) openNetwork() error {
+	if a.net != nil {
+		return nil
+	}
+	p, err := netip.ParsePrefix(a.subnet)
+	if err != nil {
+		return fmt.Errorf("node subnet %q: %w", a.subnet, err)
+	}
+	n, err := a.cfg.OpenNetwork(p)
+	if err != nil {
+		return err
+	}
+	a.net = n
+	a.cfg.Task.Network = n
+	return nil
+}
+
+// gcOrphans deletes containers of this node that no cached assignment names
+// (left by a crash between a manager's removal and our cleanup).
+func (a *agent) gcOrphans() {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list, err := a.cfg.Runtime.List(c)
+	if err != nil {
+		a.cfg.Log.Warn("list containers", zap.Error(err))
+		return
+	}
+	for _, s := range list {
+		if s.Labels["warren.node"] != a.cfg.NodeID {
+			continue
+		}
+		if _, ok := a.tasks[s.ID]; ok {
+			continue
+		}
+		a.cfg.Log.Info("removing orphan container", zap.String("container", s.ID))
+		_ = a.cfg.Runtime.Stop(c, s.ID, 5*time.Second)
+		if err := a.cfg.Runtime.Delete(c, s.ID); err != nil {
+			a.cfg.Log.Warn("remove orphan", zap.String("container", s.ID), zap.Error(err))
+		}
+	}
+	if gc, ok := a.net.(interface {
+		GC(context.Context, map[string]bool) error
+	}); ok {
+		keep := map[string]bool{}
+		for id := range a.tasks {
+			keep[id] = true
+		}
+		if err := gc.GC(c, keep); err != nil {
+			a.cfg.Log.Warn("network gc", zap.Error(err))
+		}
+	}
+}
+
+func (a *agent) managerPID() *actor.PID {
+	return actor.NewPID(a.cfg.Managers[a.mgr%len(a.cfg.Managers)], a.cfg.APIName)
+}
+
+func (a *agent) register(ctx actor.Context) {
+	req := &messages.RegisterNode{NodeId: a.cfg.NodeID, Role: a.cfg.Role, Description: a.cfg.Description}
+	f := ctx.RequestFuture(a.managerPID(), req, 5*time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.RegisterNodeReply)
+		if err != nil || r == nil || r.Error != nil || r.Node == nil {
+			a.cfg.Log.Debug("register: retrying", zap.String("error", fmt.Sprint(err, r.GetError())))
+			a.mgr++ // fail over to the next manager we know
+			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendOnce(time.Second, ctx.Self(), &registerNow{}))
+			return
+		}
+		a.subnet = r.Node.Subnet
+		_ = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyNode, []byte(a.subnet)) })
+		if err := a.openNetwork(); err != nil {
+			a.cfg.Log.Error("task network", zap.Error(err))
+		}
+		if !a.registered {
+			a.registered = true
+			a.cfg.Log.Info("registered with manager", zap.String("subnet", a.subnet))
+			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendRepeatedly(a.cfg.Heartbeat, a.cfg.Heartbeat, ctx.Self(), &heartbeatTick{}))
+		}
+		// Report everything we run, so the manager reconciles from facts.
+		a.flush(ctx, a.status)
+	})
+}
+
+func (a *agent) heartbeat(ctx actor.Context) {
+	a.beats++
+	ctx.Send(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano()})
+	if a.beats%10 == 0 {
+		a.flush(ctx, a.status) // periodic full report heals lost ones
+	}
+}
+
+func (a *agent) flush(ctx actor.Context, ups map[string]*messages.TaskStatusUpdate) {
+	if len(ups) == 0 || !a.registered {
+		return
+	}
+	rep := &messages.TaskStatusReport{NodeId: a.cfg.NodeID}
+	for _, u := range ups {
+		rep.Updates = append(rep.Updates, u)
+	}
+	ctx.Send(a.managerPID(), rep)
+}
+
+func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
+	if m.NodeId != a.cfg.NodeID || m.Index < a.index {
+		return // for another node, or older than what we run
+	}
+	data, err := proto.Marshal(m)
+	if err == nil {
+		err = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyAssign, data) })
+	}
+	if err != nil {
+		a.cfg.Log.Warn("cache assignments", zap.Error(err))
+	}
+	if a.net == nil {
+		if err := a.openNetwork(); err != nil {
+			a.cfg.Log.Warn("assignments before the task network is up; waiting", zap.Error(err))
+			return
+		}
+	}
+	a.apply(ctx, m)
+}
+
+// apply makes the task actors match an assignment set.
+func (a *agent) apply(ctx actor.Context, m *messages.Assignments) {
+	a.index = m.Index
+	want := map[string]*messages.Task{}
+	for _, t := range m.Tasks {
+		want[t.Id] = t
+	}
+	for id, pid := range a.actors {
+		if _, ok := want[id]; !ok {
+			ctx.Send(pid, &removeTask{})
+		}
+	}
+	for id, t := range want {
+		if old, ok := a.tasks[id]; ok && t.Epoch < old.Epoch {
+			continue // fenced: never act on an older assignment
+		}
+		if pid, ok := a.actors[id]; ok {
+			ctx.Send(pid, t)
+			continue
+		}
+		if t.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
+			// Not running here (any more): make sure nothing is left, once.
+			if st := a.status[id]; st != nil && st.Status.GetState() == messages.TaskState_TASK_STATE_SHUTDOWN {
+				continue
+			}
+		}
+		pid, err := ctx.SpawnNamed(newTask(a.cfg.Task, t), "tasks/"+id)
+		if err != nil {
+			a.cfg.Log.Warn("spawn task actor", zap.String("task", id), zap.Error(err))
+			continue
+		}
+		ctx.Watch(pid)
+		a.actors[id] = pid
+	}
+	a.tasks = want
+	for id := range a.status {
+		if _, ok := want[id]; !ok {
+			if _, running := a.actors[id]; !running {
+				delete(a.status, id)
+			}
+		}
+	}
+}

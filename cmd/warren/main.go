@@ -1,0 +1,107 @@
+// Command warren is Warren's single binary: it runs a node (`warren cluster
+// init`) and is the CLI for everything else, talking to the cluster over
+// actor remoting with mutual TLS. It also answers as `wrn` (argv[0]).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/warrenorch/warren/actors/client"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	app := newApp()
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	name := filepath.Base(os.Args[0])
+	if name != "wrn" {
+		name = "warren"
+	}
+	return &cli.App{
+		Name:                 name,
+		Usage:                "a container orchestrator: Swarm's simplicity, with health-gated rollouts, canaries and an encrypted mesh",
+		Version:              version,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config-dir", Usage: "where the cluster address and credentials are", EnvVars: []string{"WARREN_CONFIG_DIR"}, Value: client.DefaultConfigDir()},
+			&cli.StringSliceFlag{Name: "manager", Usage: "manager address HOST:PORT (overrides the config)", EnvVars: []string{"WARREN_MANAGER"}},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the cluster to answer", Value: 0},
+		},
+		OnUsageError: usageError,
+		Commands: []*cli.Command{
+			clusterCommand(),
+			serviceCommand(),
+			nodeCommand(),
+			imageCommand(),
+			eventsCommand(),
+			debugCommand(),
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors once
+	}
+}
+
+// usageError turns urfave's usage errors into one line that says what to do.
+func usageError(c *cli.Context, err error, _ bool) error {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "flag provided but not defined: ") {
+		msg = "unknown flag " + strings.TrimPrefix(msg, "flag provided but not defined: ")
+	}
+	return fmt.Errorf("%s: see `%s --help`", msg, c.Command.HelpName)
+}
+
+func withUsage(cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		withUsage(c.Subcommands)
+	}
+	return cmds
+}
+
+// dial connects to the cluster named by the global flags.
+func dial(c *cli.Context) (*client.Client, error) {
+	return client.Dial(client.Options{
+		ConfigDir: c.String("config-dir"),
+		Managers:  c.StringSlice("manager"),
+		Timeout:   c.Duration("timeout"),
+	})
+}
+
+// withClient runs fn with a connected client and closes it.
+func withClient(fn func(c *cli.Context, cl *client.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cl, err := dial(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return fn(c, cl)
+	}
+}
+
+func exactArgs(c *cli.Context, n int, what string) error {
+	if c.NArg() != n {
+		return fmt.Errorf("expected %s, got %d argument(s): see `%s --help`", what, c.NArg(), c.Command.HelpName)
+	}
+	return nil
+}
+
+var errOutput = errors.New("unknown output format: use -o table or -o json")
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "table or json", Value: "table"}
+}

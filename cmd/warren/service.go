@@ -1,0 +1,301 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/warrenorch/warren/actors/client"
+	"github.com/warrenorch/warren/messages"
+)
+
+func serviceCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "service",
+		Usage: "create, scale, inspect and delete services",
+		Subcommands: withUsage([]*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a service",
+				ArgsUsage: "NAME [ARG...]",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "image", Usage: "image to run, e.g. demo:v1", Required: true},
+					&cli.StringFlag{Name: "replicas", Value: "1", Usage: "number of tasks (replicated mode)"},
+					&cli.StringFlag{Name: "mode", Value: "replicated", Usage: "replicated or global (one task per node)"},
+					&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "environment variable KEY=VALUE (repeatable)"},
+					&cli.StringSliceFlag{Name: "label", Usage: "service label KEY=VALUE (repeatable)"},
+					&cli.StringFlag{Name: "entrypoint", Usage: "override the image entrypoint (space-separated)"},
+					&cli.StringFlag{Name: "workdir", Usage: "working directory in the container"},
+					&cli.StringFlag{Name: "user", Usage: "user[:group] to run as"},
+					&cli.StringFlag{Name: "limit-memory", Usage: "memory limit, e.g. 64M or 1G"},
+					&cli.Float64Flag{Name: "limit-cpu", Usage: "CPU limit in CPUs, e.g. 0.5"},
+					&cli.StringFlag{Name: "reserve-memory", Usage: "memory reserved for placement, e.g. 64M"},
+					&cli.Float64Flag{Name: "reserve-cpu", Usage: "CPUs reserved for placement"},
+					&cli.StringFlag{Name: "restart-condition", Value: "any", Usage: "any, on-failure or none"},
+					&cli.UintFlag{Name: "restart-max-attempts", Usage: "give up after this many restarts (0 = never)"},
+					&cli.DurationFlag{Name: "restart-delay", Usage: "first restart delay (doubles up to --restart-max-delay)"},
+					&cli.DurationFlag{Name: "restart-max-delay", Usage: "cap of the restart backoff"},
+					&cli.DurationFlag{Name: "restart-window", Usage: "window in which restart attempts are counted"},
+					&cli.StringSliceFlag{Name: "constraint", Usage: "placement constraint, e.g. node.labels.zone==a (repeatable)"},
+					&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish PUBLISHED:TARGET[/PROTO] (repeatable)"},
+					&cli.DurationFlag{Name: "stop-grace-period", Usage: "time between SIGTERM and SIGKILL (default 10s)"},
+					&cli.StringFlag{Name: "hostname", Usage: "container hostname (default: the task id)"},
+					outputFlag(),
+				},
+				Action: withClient(serviceCreate),
+			},
+			{Name: "list", Aliases: []string{"ls"}, Usage: "list services", Flags: []cli.Flag{outputFlag()}, Action: withClient(serviceList)},
+			{Name: "inspect", Usage: "show a service", ArgsUsage: "NAME", Flags: []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "json", Usage: "json or table"}}, Action: withClient(serviceInspect)},
+			{Name: "ps", Usage: "list a service's tasks", ArgsUsage: "NAME", Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include finished tasks"}, outputFlag()}, Action: withClient(servicePs)},
+			{Name: "scale", Usage: "set replica counts", ArgsUsage: "NAME=REPLICAS...", Action: withClient(serviceScale)},
+			{Name: "delete", Aliases: []string{"rm"}, Usage: "delete services; their containers stop and are removed", ArgsUsage: "NAME...", Action: withClient(serviceDelete)},
+		}),
+	}
+}
+
+func keyValues(list []string, what string) (map[string]string, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range list {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid %s %q: expected KEY=VALUE", what, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// parseBytes reads 64M, 1G, 512k or a plain byte count.
+func parseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	u := strings.ToLower(s)
+	for suffix, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30} {
+		if strings.HasSuffix(u, suffix) && len(u) > len(suffix) {
+			if _, err := strconv.ParseFloat(u[:len(u)-len(suffix)], 64); err == nil {
+				u, mult = u[:len(u)-len(suffix)], m
+				break
+			}
+		}
+	}
+	f, err := strconv.ParseFloat(u, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("invalid size %q: use a number with an optional unit, e.g. 64M or 1G", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+func parseReplicas(s string) (uint64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid replica count %q: give a whole number from 0 to %d", s, messages.MaxReplicas)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("invalid replica count %d: it cannot be negative", n)
+	}
+	if n > messages.MaxReplicas {
+		return 0, fmt.Errorf("replica count %d is more than the limit of %d: give a smaller number", n, messages.MaxReplicas)
+	}
+	return uint64(n), nil
+}
+
+func parsePort(s string) (*messages.PortConfig, error) {
+	p := &messages.PortConfig{Protocol: "tcp"}
+	if i := strings.Index(s, "/"); i >= 0 {
+		p.Protocol, s = s[i+1:], s[:i]
+	}
+	pub, tgt, ok := strings.Cut(s, ":")
+	if !ok {
+		tgt, pub = pub, ""
+	}
+	t, err := strconv.ParseUint(tgt, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --publish %q: expected PUBLISHED:TARGET, e.g. 8080:80", s)
+	}
+	p.TargetPort = uint32(t)
+	if pub != "" {
+		v, err := strconv.ParseUint(pub, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("invalid --publish %q: expected PUBLISHED:TARGET, e.g. 8080:80", s)
+		}
+		p.PublishedPort = uint32(v)
+	}
+	return p, nil
+}
+
+// specFromFlags builds a ServiceSpec from `service create` flags.
+func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
+	if c.NArg() < 1 {
+		return nil, fmt.Errorf("no service name given: `warren service create NAME --image IMAGE`")
+	}
+	s := &messages.ServiceSpec{Name: c.Args().First(), Image: c.String("image"), Args: c.Args().Slice()[1:]}
+	var err error
+	if s.Replicas, err = parseReplicas(c.String("replicas")); err != nil {
+		return nil, err
+	}
+	switch c.String("mode") {
+	case "replicated":
+	case "global":
+		s.Mode = messages.ServiceMode_SERVICE_MODE_GLOBAL
+		if !c.IsSet("replicas") {
+			s.Replicas = 0
+		}
+	default:
+		return nil, fmt.Errorf("invalid --mode %q: use replicated or global", c.String("mode"))
+	}
+	if s.Env, err = keyValues(c.StringSlice("env"), "--env"); err != nil {
+		return nil, err
+	}
+	if s.Labels, err = keyValues(c.StringSlice("label"), "--label"); err != nil {
+		return nil, err
+	}
+	if e := c.String("entrypoint"); e != "" {
+		s.Command = strings.Fields(e)
+	}
+	s.Workdir, s.User, s.Hostname = c.String("workdir"), c.String("user"), c.String("hostname")
+	lm, err := parseBytes(c.String("limit-memory"))
+	if err != nil {
+		return nil, err
+	}
+	rm, err := parseBytes(c.String("reserve-memory"))
+	if err != nil {
+		return nil, err
+	}
+	if lm != 0 || rm != 0 || c.Float64("limit-cpu") != 0 || c.Float64("reserve-cpu") != 0 {
+		s.Resources = &messages.ResourceRequirements{
+			Limits:       &messages.Resources{MemoryBytes: lm, NanoCpus: int64(c.Float64("limit-cpu") * 1e9)},
+			Reservations: &messages.Resources{MemoryBytes: rm, NanoCpus: int64(c.Float64("reserve-cpu") * 1e9)},
+		}
+	}
+	rp := &messages.RestartPolicy{
+		MaxAttempts: uint32(c.Uint("restart-max-attempts")),
+		DelayMs:     c.Duration("restart-delay").Milliseconds(),
+		MaxDelayMs:  c.Duration("restart-max-delay").Milliseconds(),
+		WindowMs:    c.Duration("restart-window").Milliseconds(),
+	}
+	switch c.String("restart-condition") {
+	case "any", "always":
+	case "on-failure":
+		rp.Condition = messages.RestartCondition_RESTART_CONDITION_ON_FAILURE
+	case "none", "never":
+		rp.Condition = messages.RestartCondition_RESTART_CONDITION_NONE
+	default:
+		return nil, fmt.Errorf("invalid --restart-condition %q: use any, on-failure or none", c.String("restart-condition"))
+	}
+	s.RestartPolicy = rp
+	s.Constraints = c.StringSlice("constraint")
+	for _, p := range c.StringSlice("publish") {
+		pc, err := parsePort(p)
+		if err != nil {
+			return nil, err
+		}
+		s.Ports = append(s.Ports, pc)
+	}
+	s.StopGracePeriodMs = c.Duration("stop-grace-period").Milliseconds()
+	// Checked here too, so a bad spec fails before any connection is made.
+	if err := messages.ValidateServiceSpec(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func serviceCreate(c *cli.Context, cl *client.Client) error {
+	spec, err := specFromFlags(c)
+	if err != nil {
+		return err
+	}
+	svc, err := cl.CreateService(spec)
+	if err != nil {
+		return err
+	}
+	return output(c, svc, func() error {
+		fmt.Println(svc.Id)
+		return nil
+	})
+}
+
+func serviceList(c *cli.Context, cl *client.Client) error {
+	list, err := cl.ListServices()
+	if err != nil {
+		return err
+	}
+	return output(c, &messages.ListServicesReply{Services: list}, func() error { return renderServices(os.Stdout, list) })
+}
+
+func serviceInspect(c *cli.Context, cl *client.Client) error {
+	if err := exactArgs(c, 1, "one service name"); err != nil {
+		return err
+	}
+	svc, err := cl.InspectService(c.Args().First())
+	if err != nil {
+		return err
+	}
+	return output(c, svc, func() error { return renderService(os.Stdout, svc) })
+}
+
+func servicePs(c *cli.Context, cl *client.Client) error {
+	if err := exactArgs(c, 1, "one service name"); err != nil {
+		return err
+	}
+	tasks, err := cl.ListTasks(c.Args().First(), "", c.Bool("all"))
+	if err != nil {
+		return err
+	}
+	nodes, err := cl.ListNodes()
+	if err != nil {
+		return err
+	}
+	return output(c, &messages.ListTasksReply{Tasks: tasks}, func() error { return renderTasks(os.Stdout, tasks, nodes, time.Now()) })
+}
+
+func serviceScale(c *cli.Context, cl *client.Client) error {
+	if c.NArg() == 0 {
+		return fmt.Errorf("nothing to scale: `warren service scale NAME=REPLICAS`")
+	}
+	type req struct {
+		name string
+		n    uint64
+	}
+	var reqs []req
+	for _, a := range c.Args().Slice() {
+		name, n, ok := strings.Cut(a, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("invalid argument %q: expected NAME=REPLICAS, e.g. web=10", a)
+		}
+		r, err := parseReplicas(n)
+		if err != nil {
+			return err
+		}
+		reqs = append(reqs, req{name, r})
+	}
+	for _, r := range reqs {
+		if _, err := cl.ScaleService(r.name, r.n); err != nil {
+			return fmt.Errorf("scale %s: %w", r.name, err)
+		}
+		fmt.Printf("%s scaled to %d\n", r.name, r.n)
+	}
+	return nil
+}
+
+func serviceDelete(c *cli.Context, cl *client.Client) error {
+	if c.NArg() == 0 {
+		return fmt.Errorf("no service named: `warren service delete NAME`")
+	}
+	for _, name := range c.Args().Slice() {
+		if err := cl.DeleteService(name); err != nil {
+			return err
+		}
+		fmt.Println(name)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+// Command testapp is the workload warren's tests deploy: a small static HTTP
+// server that reports who it is (hostname, version, task, chosen env vars),
+// can be made unhealthy or made to exit on request, and shuts down cleanly on
+// SIGTERM. It prints its version, args and environment at start so that log
+// tests can check what the runtime passed in.
+//
+// Endpoints:
+//
+//	GET  /               text lines (hostname=, version=, task=, NAME=value); ?format=json for JSON
+//	GET  /healthz        200 "ok", or 503 after POST /healthz/fail
+//	POST /healthz/fail   become unhealthy
+//	POST /healthz/ok     become healthy again
+//	POST /exit?code=N    reply, then exit with code N (crash tests)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// defaultVersion is reported when $VERSION is unset; the image packer sets it
+// with -ldflags "-X main.defaultVersion=...".
+var defaultVersion = "v1"
+
+func main() {
+	listen := flag.String("listen", "", "address to listen on (default :$PORT, or :80)")
+	ignoreTerm := flag.Bool("ignore-sigterm", false, "ignore SIGTERM, so that stop must escalate to SIGKILL (for runtime tests)")
+	flag.Parse()
+
+	addr := *listen
+	if addr == "" {
+		addr = ":80"
+		if p := os.Getenv("PORT"); p != "" {
+			addr = ":" + p
+		}
+	}
+	version := os.Getenv("VERSION")
+	if version == "" {
+		version = defaultVersion
+	}
+
+	hostname, _ := os.Hostname()
+	fmt.Printf("testapp starting version=%s listen=%s hostname=%s pid=%d args=%q\n", version, addr, hostname, os.Getpid(), os.Args[1:])
+	env := os.Environ()
+	sort.Strings(env)
+	for _, kv := range env {
+		fmt.Printf("env %s\n", kv)
+	}
+
+	a := &app{version: version}
+	srv := &http.Server{Addr: addr, Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+
+	sigs := make(chan os.Signal, 1)
+	if *ignoreTerm {
+		// As PID 1 in a container a signal without a handler is dropped by
+		// the kernel anyway; ignoring it explicitly makes that obvious.
+		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(sigs, syscall.SIGINT)
+		fmt.Println("ignoring SIGTERM")
+	} else {
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	}
+	go func() {
+		sig := <-sigs
+		fmt.Printf("testapp received %s, shutting down\n", sig)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "shutdown: %v\n", err)
+		}
+	}()
+
+	fmt.Printf("listening on %s\n", addr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("testapp stopped")
+}
+
+type app struct {
+	version   string
+	unhealthy atomic.Bool
+}
+
+func (a *app) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.index)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("POST /healthz/fail", func(w http.ResponseWriter, _ *http.Request) {
+		a.unhealthy.Store(true)
+		fmt.Println("health switched to failing")
+		fmt.Fprintln(w, "unhealthy")
+	})
+	mux.HandleFunc("POST /healthz/ok", func(w http.ResponseWriter, _ *http.Request) {
+		a.unhealthy.Store(false)
+		fmt.Println("health switched to ok")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("POST /exit", a.exit)
+	return mux
+}
+
+// echoedEnv returns the names of the env vars that / reports: those listed
+// in $ECHO_ENV, then GREETING, without duplicates.
+func echoedEnv() []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, n := range append(strings.Split(os.Getenv("ECHO_ENV"), ","), "GREETING") {
+		n = strings.TrimSpace(n)
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		names = append(names, n)
+	}
+	return names
+}
+
+func (a *app) index(w http.ResponseWriter, r *http.Request) {
+	hostname, _ := os.Hostname()
+	task := os.Getenv("WARREN_TASK_ID")
+	names := echoedEnv()
+	if r.URL.Query().Get("format") == "json" {
+		env := make(map[string]string, len(names))
+		for _, n := range names {
+			env[n] = os.Getenv(n)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			Hostname string            `json:"hostname"`
+			Version  string            `json:"version"`
+			Task     string            `json:"task"`
+			Env      map[string]string `json:"env"`
+		}{hostname, a.version, task, env})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "hostname=%s\nversion=%s\ntask=%s\n", hostname, a.version, task)
+	for _, n := range names {
+		fmt.Fprintf(w, "%s=%s\n", n, os.Getenv(n))
+	}
+}
+
+func (a *app) healthz(w http.ResponseWriter, _ *http.Request) {
+	if a.unhealthy.Load() {
+		http.Error(w, "unhealthy", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (a *app) exit(w http.ResponseWriter, r *http.Request) {
+	code, err := strconv.Atoi(r.URL.Query().Get("code"))
+	if err != nil || code < 0 || code > 255 {
+		http.Error(w, "code must be an integer 0-255", http.StatusBadRequest)
+		return
+	}
+	fmt.Fprintf(w, "exiting with code %d\n", code)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	fmt.Printf("exiting with code %d on request\n", code)
+	// Exit after the handler returns so the client gets its reply; a crash
+	// test wants to see the response and then the process gone.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		os.Exit(code)
+	}()
+}

@@ -1,0 +1,147 @@
+package messages
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxReplicas bounds a replicated service: more than this on a small or edge
+// cluster is a typo, and refusing it keeps one command from flooding the log.
+const MaxReplicas = 10000
+
+var (
+	nameRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	envRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	imageRe = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+)
+
+// NewID returns a random 24-hex-digit id for services and tasks.
+func NewID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ValidateServiceName checks a service name is a DNS label, since it becomes
+// one (web.warren).
+func ValidateServiceName(name string) error {
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("invalid service name %q: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// ValidateImageRef checks an image reference is well formed (it does not
+// check that the image exists).
+func ValidateImageRef(ref string) error {
+	if ref == "" {
+		return fmt.Errorf("no image given: pass --image NAME[:TAG], e.g. --image demo:v1")
+	}
+	if !imageRe.MatchString(ref) {
+		return fmt.Errorf("invalid image reference %q: expected NAME[:TAG][@DIGEST] in lower case, e.g. demo:v1 or registry.local:5000/team/app:1.2", ref)
+	}
+	return nil
+}
+
+// ValidateServiceSpec checks everything a spec can get wrong on its own and
+// returns every problem at once, each saying what to fix.
+func ValidateServiceSpec(s *ServiceSpec) error {
+	if s == nil {
+		return fmt.Errorf("no service spec given")
+	}
+	var errs []string
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	add(ValidateServiceName(s.Name))
+	add(ValidateImageRef(s.Image))
+	if s.Mode == ServiceMode_SERVICE_MODE_REPLICATED && s.Replicas > MaxReplicas {
+		errs = append(errs, fmt.Sprintf("replicas %d is more than the limit of %d: scale to a smaller number", s.Replicas, MaxReplicas))
+	}
+	if s.Mode == ServiceMode_SERVICE_MODE_GLOBAL && s.Replicas != 0 {
+		errs = append(errs, "a global service runs one task per node: drop --replicas or use --mode replicated")
+	}
+	for k := range s.Env {
+		if !envRe.MatchString(k) {
+			errs = append(errs, fmt.Sprintf("invalid environment variable name %q: use letters, digits and '_', not starting with a digit", k))
+		}
+	}
+	if r := s.GetResources(); r != nil {
+		for _, x := range []*Resources{r.Limits, r.Reservations} {
+			if x.GetMemoryBytes() < 0 || x.GetNanoCpus() < 0 {
+				errs = append(errs, "resources cannot be negative")
+			}
+		}
+		if l := r.GetLimits().GetMemoryBytes(); l != 0 && l < 6<<20 {
+			errs = append(errs, fmt.Sprintf("memory limit %d bytes is below the 6 MiB runc needs: raise --limit-memory", l))
+		}
+	}
+	if rp := s.GetRestartPolicy(); rp != nil && (rp.DelayMs < 0 || rp.MaxDelayMs < 0 || rp.WindowMs < 0) {
+		errs = append(errs, "restart delays cannot be negative")
+	}
+	seen := map[string]bool{}
+	for _, p := range s.Ports {
+		if p.TargetPort == 0 || p.TargetPort > 65535 || p.PublishedPort > 65535 {
+			errs = append(errs, fmt.Sprintf("invalid port %d:%d: ports are 1-65535", p.PublishedPort, p.TargetPort))
+		}
+		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
+			errs = append(errs, fmt.Sprintf("invalid protocol %q: use tcp or udp", p.Protocol))
+		}
+		k := fmt.Sprintf("%s/%d", p.Protocol, p.PublishedPort)
+		if p.PublishedPort != 0 && seen[k] {
+			errs = append(errs, fmt.Sprintf("port %d is published twice", p.PublishedPort))
+		}
+		seen[k] = true
+	}
+	for _, c := range s.Constraints {
+		if _, _, _, err := ParseConstraint(c); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if s.StopGracePeriodMs < 0 {
+		errs = append(errs, "stop grace period cannot be negative")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid service spec: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ParseConstraint splits "node.labels.zone==a" into key, operator and value.
+func ParseConstraint(c string) (key, op, value string, err error) {
+	for _, o := range []string{"==", "!="} {
+		if i := strings.Index(c, o); i > 0 {
+			key, value = strings.TrimSpace(c[:i]), strings.TrimSpace(c[i+2:])
+			if key == "" || value == "" {
+				break
+			}
+			switch {
+			case key == "node.id", key == "node.hostname", key == "node.role", key == "node.platform.arch", key == "node.platform.os",
+				strings.HasPrefix(key, "node.labels.") && len(key) > len("node.labels."):
+				return key, o, value, nil
+			}
+			return "", "", "", fmt.Errorf("invalid constraint %q: unknown key %q (use node.id, node.hostname, node.role, node.platform.arch, node.platform.os or node.labels.<name>)", c, key)
+		}
+	}
+	return "", "", "", fmt.Errorf("invalid constraint %q: expected KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==a", c)
+}
+
+// TemplateEqual reports whether two specs run the same containers, that is
+// whether they differ in nothing but replica count (scaling replaces nothing).
+func TemplateEqual(a, b *ServiceSpec) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	x, y := proto.Clone(a).(*ServiceSpec), proto.Clone(b).(*ServiceSpec)
+	x.Replicas, y.Replicas = 0, 0
+	return proto.Equal(x, y)
+}
