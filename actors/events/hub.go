@@ -162,7 +162,8 @@ func (s *sub) match(typ string) bool {
 }
 
 func (h *Hub) subscribe(ctx actor.Context, m *messages.SubscribeEvents) {
-	if m.Subscriber == nil {
+	if m.Subscriber == nil { // a ping: the hub is up and subscribed
+		ctx.Respond(&messages.SubscribeEventsReply{LastSeq: h.seq})
 		return
 	}
 	s := &sub{pid: m.Subscriber, prefixes: m.TypePrefixes}

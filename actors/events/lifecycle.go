@@ -13,10 +13,14 @@ import (
 	"github.com/warrenorch/warren/messages"
 )
 
+// WithLifecycle is the props option every Warren actor is spawned with.
+var WithLifecycle = actor.WithReceiverMiddleware(Lifecycle())
+
 // Lifecycle returns a receiver middleware that publishes an Event on the
 // actor system's event stream for Started, Stopping, Stopped and Restarting,
-// so `warren events` and embedding programs see every actor's life.
-func Lifecycle(node string) actor.ReceiverMiddleware {
+// so `warren events` and embedding programs see every actor's life. The hub
+// stamps the node.
+func Lifecycle() actor.ReceiverMiddleware {
 	return func(next actor.ReceiverFunc) actor.ReceiverFunc {
 		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
 			var typ string
@@ -32,7 +36,7 @@ func Lifecycle(node string) actor.ReceiverMiddleware {
 			}
 			if typ != "" {
 				c.ActorSystem().EventStream.Publish(&messages.Event{
-					UnixNano: time.Now().UnixNano(), Type: typ, Actor: c.Self().GetId(), Node: node,
+					UnixNano: time.Now().UnixNano(), Type: typ, Actor: c.Self().GetId(),
 				})
 			}
 			next(c, env)

@@ -258,12 +258,13 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
+	hub, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events")), manager.NameEvents)
 	if err != nil {
-		return err
+		return fmt.Errorf("start events hub: %w", err)
 	}
-	mw := actor.WithReceiverMiddleware(events.Lifecycle(nf.NodeID))
-	if _, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events")).Configure(mw), manager.NameEvents); err != nil {
+	// The hub subscribes in its Started; wait for it so no actor's start
+	// goes unrecorded.
+	if _, err := sys.Root.RequestFuture(hub, &messages.SubscribeEvents{}, 10*time.Second).Result(); err != nil {
 		return fmt.Errorf("start events hub: %w", err)
 	}
 	leaderCfg := manager.LeaderConfig{Store: n.st, Log: log.Named("leader"), NodeDownAfter: cfg.NodeDownAfter, ResyncEvery: 10 * time.Second}
@@ -271,10 +272,22 @@ func (n *Node) start(ctx context.Context) error {
 		Store: n.st, Log: log.Named("manager"), Leader: leaderCfg,
 		API: manager.APIConfig{Store: n.st, Images: n.rt, NodeID: nf.NodeID, Version: cfg.Version,
 			UploadDir: filepath.Join(cfg.DataDir, "uploads"), EnableDebug: cfg.EnableDebug, Log: log.Named("api")},
-	}, mw); err != nil {
+	}); err != nil {
 		return fmt.Errorf("start manager: %w", err)
 	}
 	if err := n.st.WaitLeader(30 * time.Second); err != nil {
+		return err
+	}
+	// raft applies the log tail only once the leader commits in this term;
+	// serve nobody until the state is caught up, so no reader ever sees
+	// the empty state of a node that is still replaying.
+	if n.st.IsLeader() {
+		if err := n.st.Barrier(30 * time.Second); err != nil {
+			return fmt.Errorf("catch up with the raft log: %w", err)
+		}
+	}
+	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
+	if err != nil {
 		return err
 	}
 	if n.created {
@@ -302,7 +315,7 @@ func (n *Node) start(ctx context.Context) error {
 		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
 			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
 		Heartbeat: time.Second, Log: log.Named("agent"),
-	}).Configure(mw), manager.NameAgent); err != nil {
+	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	n.serveMetrics(log)

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
@@ -27,11 +28,13 @@ func (h *zapHandler) Handle(_ context.Context, r slog.Record) error {
 		fields = append(fields, zap.Any(a.Key, a.Value.Any()))
 		return true
 	})
-	if r.Level >= slog.LevelError {
-		h.log.Error(r.Message, fields...)
-	} else {
-		h.log.Warn(r.Message, fields...)
+	// A CLI closing its endpoint after each command is how remoting works
+	// here, not an error an operator can act on.
+	if strings.Contains(r.Message, "lost connection") || strings.Contains(r.Message, "EndpointReader") {
+		h.log.Debug(r.Message, fields...)
+		return nil
 	}
+	h.log.Warn(r.Message, fields...)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"io"
 	"os"
 	"strings"
@@ -45,7 +46,7 @@ type apiActor struct {
 }
 
 func newAPI(cfg APIConfig) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &apiActor{cfg: cfg, uploads: map[string]*os.File{}} })
+	return actor.PropsFromProducer(func() actor.Actor { return &apiActor{cfg: cfg, uploads: map[string]*os.File{}} }, events.WithLifecycle)
 }
 
 func errReply(code messages.ErrorCode, format string, a ...any) *messages.Error {
@@ -175,7 +176,14 @@ func notFound(kind, name string) *messages.Error {
 // leader manager.
 func (a *apiActor) toLeader(ctx actor.Context) {
 	if a.cfg.Store.IsLeader() {
-		ctx.Forward(actor.NewPID(ctx.Self().Address, NameLeader))
+		if _, ok := ctx.ActorSystem().ProcessRegistry.GetLocal(NameLeader); ok {
+			ctx.Forward(actor.NewPID(ctx.Self().Address, NameLeader))
+			return
+		}
+		// Leader-only actors are still starting; the agent retries.
+		if _, ok := ctx.Message().(*messages.RegisterNode); ok {
+			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leader starting: retrying")})
+		}
 		return
 	}
 	if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address {
@@ -245,23 +253,45 @@ func (a *apiActor) createService(ctx actor.Context, m *messages.CreateServiceReq
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "service %q already exists: pick another name, or scale it with `warren service scale %s=N`", spec.Name, spec.Name)})
 		return
 	}
-	if !a.imagePresent(ctx, spec.Image) {
-		return
-	}
-	v := &messages.Service{Id: messages.NewID(), Spec: spec}
-	a.propose(ctx, &messages.Command{Op: &messages.Command_CreateService{CreateService: &messages.CreateService{Service: v}}}, v.Id)
+	a.withImage(ctx, spec.Image, func() {
+		v := &messages.Service{Id: messages.NewID(), Spec: spec}
+		a.propose(ctx, &messages.Command{Op: &messages.Command_CreateService{CreateService: &messages.CreateService{Service: v}}}, v.Id)
+	})
 }
 
-// imagePresent refuses a spec whose image this node cannot get, before any
-// state changes, instead of creating tasks that can only be rejected.
-func (a *apiActor) imagePresent(ctx actor.Context, ref string) bool {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := a.cfg.Images.EnsureImage(c, ref); err != nil {
-		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %v", ref, err)})
-		return false
+// imageTimeout bounds the image check (a pull from a registry).
+const imageTimeout = 60 * time.Second
+
+// withImage runs then once this node has the image, or refuses the spec
+// before any state changes, instead of creating tasks that can only be
+// rejected. The check (which may pull) runs off the mailbox, so the api
+// keeps answering meanwhile.
+func (a *apiActor) withImage(ctx actor.Context, ref string, then func()) {
+	f := actor.NewFuture(ctx.ActorSystem(), imageTimeout+5*time.Second)
+	root, pid := ctx.ActorSystem().Root, f.PID()
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), imageTimeout)
+		defer cancel()
+		root.Send(pid, &messages.Error{Message: errString(a.cfg.Images.EnsureImage(c, ref))})
+	}()
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if e, _ := res.(*messages.Error); err == nil && e != nil && e.Message == "" {
+			then()
+			return
+		}
+		why := errString(err)
+		if e, _ := res.(*messages.Error); e != nil && e.Message != "" {
+			why = e.Message
+		}
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %s", ref, why)})
+	})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
 	}
-	return true
+	return err.Error()
 }
 
 func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceRequest) {
@@ -277,10 +307,9 @@ func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceReq
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
 		return
 	}
-	if m.Spec.Image != v.Spec.Image && !a.imagePresent(ctx, m.Spec.Image) {
-		return
-	}
-	a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: m.ExpectedVersion, Spec: m.Spec}}}, v.Id)
+	a.withImage(ctx, m.Spec.Image, func() {
+		a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: m.ExpectedVersion, Spec: m.Spec}}}, v.Id)
+	})
 }
 
 // propose sends cmd to the store actor and, once committed, answers the

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"github.com/warrenorch/warren/actors/events"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -37,7 +38,7 @@ type leaderActor struct {
 func newLeader(cfg LeaderConfig) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &leaderActor{cfg: cfg}
-	})
+	}, events.WithLifecycle)
 }
 
 func (a *leaderActor) Receive(ctx actor.Context) {

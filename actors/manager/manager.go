@@ -2,6 +2,7 @@ package manager
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/warrenorch/warren/actors/events"
 	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/store"
@@ -27,8 +28,8 @@ type managerActor struct {
 
 // Start spawns the manager actor tree on system and relays raft's leadership
 // notifications to it. It returns the manager's PID.
-func Start(system *actor.ActorSystem, cfg Config, opts ...actor.PropsOption) (*actor.PID, error) {
-	props := actor.PropsFromProducer(func() actor.Actor { return &managerActor{cfg: cfg} }, opts...)
+func Start(system *actor.ActorSystem, cfg Config) (*actor.PID, error) {
+	props := actor.PropsFromProducer(func() actor.Actor { return &managerActor{cfg: cfg} }, events.WithLifecycle)
 	pid, err := system.Root.SpawnNamed(props, NameManager)
 	if err != nil {
 		return nil, err

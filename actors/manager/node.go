@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -29,7 +30,7 @@ type nodeActor struct {
 }
 
 func newNodeActor(cfg LeaderConfig, id string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{cfg: cfg, id: id} })
+	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{cfg: cfg, id: id} }, events.WithLifecycle)
 }
 
 func (a *nodeActor) relevant(sc *messages.StateChanged) bool {

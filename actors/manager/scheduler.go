@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -24,7 +25,7 @@ type schedulerActor struct {
 }
 
 func newScheduler(cfg LeaderConfig) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &schedulerActor{cfg: cfg} })
+	return actor.PropsFromProducer(func() actor.Actor { return &schedulerActor{cfg: cfg} }, events.WithLifecycle)
 }
 
 func schedulingRelevant(sc *messages.StateChanged) bool {

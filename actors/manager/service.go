@@ -2,6 +2,7 @@ package manager
 
 import (
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,7 +29,7 @@ type serviceActor struct {
 }
 
 func newService(cfg LeaderConfig, id string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &serviceActor{cfg: cfg, id: id} })
+	return actor.PropsFromProducer(func() actor.Actor { return &serviceActor{cfg: cfg, id: id} }, events.WithLifecycle)
 }
 
 func (a *serviceActor) relevant(sc *messages.StateChanged) bool {

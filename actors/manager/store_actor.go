@@ -2,6 +2,10 @@ package manager
 
 import (
 	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/scheduler"
+	"github.com/warrenorch/warren/actors/events"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
@@ -20,25 +24,43 @@ type storeActor struct {
 }
 
 func newStoreActor(st *store.Store, log *zap.Logger) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &storeActor{st: st, log: log} })
+	return actor.PropsFromProducer(func() actor.Actor { return &storeActor{st: st, log: log} }, events.WithLifecycle)
+}
+
+// holdWrites is how long a write waits for a leader during an election
+// before it fails: callers see a short delay, not an error, when a leader
+// change is quick.
+const holdWrites = 5 * time.Second
+
+// heldProposal is a write waiting for a leader.
+type heldProposal struct {
+	m        *messages.Propose
+	sender   *actor.PID
+	deadline time.Time
 }
 
 func (a *storeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.Propose:
+		a.propose(ctx, &heldProposal{m: m, sender: ctx.Sender(), deadline: time.Now().Add(holdWrites)})
+	case *heldProposal:
 		a.propose(ctx, m)
 	}
 }
 
-func (a *storeActor) propose(ctx actor.Context, m *messages.Propose) {
-	sender := ctx.Sender()
+func (a *storeActor) propose(ctx actor.Context, h *heldProposal) {
+	m, sender := h.m, h.sender
 	if !a.st.IsLeader() {
 		if pid := leaderPID(a.st, NameStore); pid != nil && pid.Address != ctx.Self().Address {
-			ctx.Forward(pid)
+			ctx.RequestWithCustomSender(pid, m, sender)
+			return
+		}
+		if time.Now().Before(h.deadline) {
+			scheduler.NewTimerScheduler(ctx).SendOnce(50*time.Millisecond, ctx.Self(), h)
 			return
 		}
 		if sender != nil {
-			ctx.Respond(&messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
+			ctx.Send(sender, &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
 				Message: "no leader: a majority of managers must be reachable for writes; retry shortly"}})
 		}
 		return

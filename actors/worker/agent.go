@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"net/netip"
 	"time"
 
@@ -73,7 +74,7 @@ type agent struct {
 func NewAgent(cfg AgentConfig) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &agent{cfg: cfg}
-	})
+	}, events.WithLifecycle)
 }
 
 func (a *agent) Receive(ctx actor.Context) {
@@ -218,13 +219,13 @@ func (a *agent) managerPID() *actor.PID {
 
 func (a *agent) register(ctx actor.Context) {
 	req := &messages.RegisterNode{NodeId: a.cfg.NodeID, Role: a.cfg.Role, Description: a.cfg.Description}
-	f := ctx.RequestFuture(a.managerPID(), req, 5*time.Second)
+	f := ctx.RequestFuture(a.managerPID(), req, 3*time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.RegisterNodeReply)
 		if err != nil || r == nil || r.Error != nil || r.Node == nil {
 			a.cfg.Log.Debug("register: retrying", zap.String("error", fmt.Sprint(err, r.GetError())))
 			a.mgr++ // fail over to the next manager we know
-			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendOnce(time.Second, ctx.Self(), &registerNow{}))
+			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendOnce(250*time.Millisecond, ctx.Self(), &registerNow{}))
 			return
 		}
 		a.subnet = r.Node.Subnet

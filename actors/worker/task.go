@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"github.com/warrenorch/warren/actors/events"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,7 +74,7 @@ func newTask(cfg TaskConfig, t *messages.Task) *actor.Props {
 		a := &taskActor{cfg: cfg, task: t, behavior: actor.NewBehavior(), log: cfg.Log.With(zap.String("task", t.Id), zap.String("service", t.ServiceName))}
 		a.behavior.Become(a.starting)
 		return a
-	})
+	}, events.WithLifecycle)
 }
 
 func (a *taskActor) Receive(ctx actor.Context) {
