@@ -118,21 +118,26 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 
 // ParseConstraint splits "node.labels.zone==a" into key, operator and value.
 func ParseConstraint(c string) (key, op, value string, err error) {
-	for _, o := range []string{"==", "!="} {
-		if i := strings.Index(c, o); i > 0 {
-			key, value = strings.TrimSpace(c[:i]), strings.TrimSpace(c[i+2:])
-			if key == "" || value == "" {
-				break
-			}
-			switch {
-			case key == "node.id", key == "node.hostname", key == "node.role", key == "node.platform.arch", key == "node.platform.os",
-				strings.HasPrefix(key, "node.labels.") && len(key) > len("node.labels."):
-				return key, o, value, nil
-			}
-			return "", "", "", fmt.Errorf("invalid constraint %q: unknown key %q (use node.id, node.hostname, node.role, node.platform.arch, node.platform.os or node.labels.<name>)", c, key)
-		}
+	// Split at the first operator, so values may contain "==" or "!=".
+	i, j := strings.Index(c, "=="), strings.Index(c, "!=")
+	switch {
+	case i < 0 && j < 0:
+		return "", "", "", fmt.Errorf("invalid constraint %q: expected KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==a", c)
+	case i < 0 || (j >= 0 && j < i):
+		i, op = j, "!="
+	default:
+		op = "=="
 	}
-	return "", "", "", fmt.Errorf("invalid constraint %q: expected KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==a", c)
+	key, value = strings.TrimSpace(c[:i]), strings.TrimSpace(c[i+2:])
+	if key == "" || value == "" {
+		return "", "", "", fmt.Errorf("invalid constraint %q: expected KEY==VALUE or KEY!=VALUE, e.g. node.labels.zone==a", c)
+	}
+	switch {
+	case key == "node.id", key == "node.hostname", key == "node.role", key == "node.platform.arch", key == "node.platform.os",
+		strings.HasPrefix(key, "node.labels.") && len(key) > len("node.labels."):
+		return key, op, value, nil
+	}
+	return "", "", "", fmt.Errorf("invalid constraint %q: unknown key %q (use node.id, node.hostname, node.role, node.platform.arch, node.platform.os or node.labels.<name>)", c, key)
 }
 
 // TemplateEqual reports whether two specs run the same containers, that is

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // leaseDBName is the bbolt file under Config.StateDir.
@@ -41,7 +42,7 @@ func openLeaseStore(dir string) (*leaseStore, error) {
 	}
 	path := filepath.Join(dir, leaseDBName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open lease db %s: it is locked by another process; is another warren running with the same state dir?", path)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/warrenorch/warren/messages"
@@ -129,6 +130,7 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 				if p.RetryAfter == 0 || wait < p.RetryAfter {
 					p.RetryAfter = wait
 				}
+				delete(want, slot) // the slot is taken until the delay ends
 				continue
 			}
 			shutdown(cur)
@@ -144,10 +146,15 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 	for _, s := range slots {
 		p.Create = append(p.Create, NewTask(svc, slotNum(svc, s), want[s]))
 	}
-	// Bound the history of finished tasks per slot.
-	hist := map[uint64][]*messages.Task{}
+	// Bound the history of finished tasks per slot (per node for a global
+	// service, whose tasks all have slot 0).
+	hist := map[string][]*messages.Task{}
 	for _, t := range finished {
-		hist[t.Slot] = append(hist[t.Slot], t)
+		k := strconv.FormatUint(t.Slot, 10)
+		if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+			k = t.NodeId
+		}
+		hist[k] = append(hist[k], t)
 	}
 	for _, ts := range hist {
 		if len(ts) <= TaskHistory {

@@ -36,8 +36,9 @@ func mkService(spec *messages.ServiceSpec) *messages.Service {
 
 type taskOpt func(*messages.Task)
 
-// task builds a stored task as the store would hold it: by default desired
-// RUNNING, running demo:v1 of a 3-replica service, created at second slot.
+// mkTask builds a stored task as the store would hold it: by default desired
+// RUNNING on node n1, running demo:v1 of a 3-replica service, created
+// <slot> seconds after the epoch (so lower slots are older).
 // The spec's replica count deliberately differs from most services under
 // test, so every case also checks that scaling alone replaces nothing.
 func mkTask(id string, slot uint64, state messages.TaskState, opts ...taskOpt) *messages.Task {
@@ -106,7 +107,6 @@ func TestReconcile(t *testing.T) {
 		shutdown []string // ids of tasks to stop
 		remove   []string // ids of finished tasks to delete
 		retry    time.Duration
-		bug      string // non-empty: known bug, the case is skipped
 	}{
 		{
 			name:    "new service creates one pending task per slot",
@@ -181,8 +181,6 @@ func TestReconcile(t *testing.T) {
 				mkTask("t1", 1, stRunning), mkTask("t2", 2, stRejected, statusAgo(2*time.Second)),
 			},
 			retry: 3 * time.Second,
-			bug: "Reconcile creates a replacement for a rejected task still inside its restart delay: " +
-				"the wait branch `continue`s before delete(want, slot), so the slot is filled again by the missing-slots loop",
 		},
 		{
 			name: "rejected task is replaced once the default restart delay has passed",
@@ -200,7 +198,6 @@ func TestReconcile(t *testing.T) {
 				mkTask("t1", 1, stRejected, statusAgo(6*time.Second), withSpec(restartDelayed(10*time.Second))),
 			},
 			retry: 4 * time.Second,
-			bug:   "same as above: a replacement is created inside the restart delay",
 		},
 		{
 			name: "rejected task is replaced after a short service restart delay",
@@ -218,7 +215,6 @@ func TestReconcile(t *testing.T) {
 				mkTask("t1", 1, stRejected, statusAgo(1*time.Second)), mkTask("t2", 2, stRejected, statusAgo(4*time.Second)),
 			},
 			retry: time.Second,
-			bug:   "same as above: replacements are created inside the restart delay",
 		},
 		{
 			name: "orphaned task (node gone) is replaced after the delay",
@@ -327,16 +323,10 @@ func TestReconcile(t *testing.T) {
 				mkTask("h2a", 0, stShutdown, onNode("n2"), stopped, created(4)),
 				mkTask("h2b", 0, stShutdown, onNode("n2"), stopped, created(5)),
 			},
-			bug: "history of a global service is bounded per service, not per node: finished global tasks all have " +
-				"Slot 0, and the history loop groups by t.Slot instead of the node key used for live tasks, " +
-				"so 5 finished tasks over 2 nodes lose the 2 oldest (h1a, h1b)",
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.bug != "" {
-				t.Skip("bug: " + tc.bug)
-			}
 			inputs := map[string]bool{}
 			for _, tk := range tc.tasks {
 				inputs[tk.Id] = true
@@ -408,7 +398,6 @@ func TestReconcileRestartDelayOverTime(t *testing.T) {
 		return mkService(webSpec("demo:v1", 1)), []*messages.Task{mkTask("t1", 1, stRejected, statusAgo(0))}
 	}
 	t.Run("before the delay", func(t *testing.T) {
-		t.Skip("bug: Reconcile creates a replacement inside the restart delay (see TestReconcile)")
 		svc, tasks := input()
 		p := Reconcile(svc, tasks, nil, reconcileClock.Add(time.Second))
 		if len(p.Create) != 0 || len(p.Shutdown) != 0 || p.RetryAfter != 4*time.Second {

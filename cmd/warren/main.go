@@ -36,7 +36,9 @@ func newApp() *cli.App {
 		Usage:                "a container orchestrator: Swarm's simplicity, with health-gated rollouts, canaries and an encrypted mesh",
 		Version:              version,
 		EnableBashCompletion: true,
-		HideHelpCommand:      true,
+		// Values such as --env HOSTS=a,b keep their commas, as in Docker.
+		DisableSliceFlagSeparator: true,
+		HideHelpCommand:           true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config-dir", Usage: "where the cluster address and credentials are", EnvVars: []string{"WARREN_CONFIG_DIR"}, Value: client.DefaultConfigDir()},
 			&cli.StringSliceFlag{Name: "manager", Usage: "manager address HOST:PORT (overrides the config)", EnvVars: []string{"WARREN_MANAGER"}},

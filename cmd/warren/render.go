@@ -48,6 +48,9 @@ func ago(now time.Time, unixNano int64) string {
 		return "-"
 	}
 	d := now.Sub(time.Unix(0, unixNano))
+	if d < 0 {
+		d = 0 // another node's clock runs slightly ahead
+	}
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds ago", int(d.Seconds()))
@@ -87,7 +90,11 @@ func renderServices(w io.Writer, list []*messages.ServiceSummary) error {
 		v := s.Service
 		var ports []string
 		for _, p := range v.Spec.GetPorts() {
-			ports = append(ports, fmt.Sprintf("*:%d->%d/%s", p.PublishedPort, p.TargetPort, p.Protocol))
+			if p.PublishedPort == 0 {
+				ports = append(ports, fmt.Sprintf("%d/%s", p.TargetPort, p.Protocol))
+			} else {
+				ports = append(ports, fmt.Sprintf("*:%d->%d/%s", p.PublishedPort, p.TargetPort, p.Protocol))
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", short(v.Id), v.Spec.GetName(), modeName(v.Spec), s.Running, s.Desired, v.Spec.GetImage(), strings.Join(ports, ","))
 	}
