@@ -482,6 +482,53 @@ func (x *DebugCrashReply) GetError() *Error {
 	return nil
 }
 
+// Ask the scheduler to place new tasks and create them in one write; the
+// reply is the CommandResult of that write. Tasks no node fits are created
+// pending, with the reason in their status.
+type PlaceTasks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceTasks) Reset() {
+	*x = PlaceTasks{}
+	mi := &file_worker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceTasks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceTasks) ProtoMessage() {}
+
+func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceTasks.ProtoReflect.Descriptor instead.
+func (*PlaceTasks) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PlaceTasks) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -512,7 +559,10 @@ const file_worker_proto_rawDesc = "" +
 	"DebugCrash\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\"9\n" +
 	"\x0fDebugCrashReply\x12&\n" +
-	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05errorB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\"3\n" +
+	"\n" +
+	"PlaceTasks\x12%\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x0f.warren.v1.TaskR\x05tasksB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -526,7 +576,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_worker_proto_goTypes = []any{
 	(*RegisterNode)(nil),      // 0: warren.v1.RegisterNode
 	(*RegisterNodeReply)(nil), // 1: warren.v1.RegisterNodeReply
@@ -537,28 +587,30 @@ var file_worker_proto_goTypes = []any{
 	(*Propose)(nil),           // 6: warren.v1.Propose
 	(*DebugCrash)(nil),        // 7: warren.v1.DebugCrash
 	(*DebugCrashReply)(nil),   // 8: warren.v1.DebugCrashReply
-	(NodeRole)(0),             // 9: warren.v1.NodeRole
-	(*NodeDescription)(nil),   // 10: warren.v1.NodeDescription
-	(*Node)(nil),              // 11: warren.v1.Node
-	(*Error)(nil),             // 12: warren.v1.Error
-	(*Task)(nil),              // 13: warren.v1.Task
-	(*TaskStatusUpdate)(nil),  // 14: warren.v1.TaskStatusUpdate
-	(*Command)(nil),           // 15: warren.v1.Command
+	(*PlaceTasks)(nil),        // 9: warren.v1.PlaceTasks
+	(NodeRole)(0),             // 10: warren.v1.NodeRole
+	(*NodeDescription)(nil),   // 11: warren.v1.NodeDescription
+	(*Node)(nil),              // 12: warren.v1.Node
+	(*Error)(nil),             // 13: warren.v1.Error
+	(*Task)(nil),              // 14: warren.v1.Task
+	(*TaskStatusUpdate)(nil),  // 15: warren.v1.TaskStatusUpdate
+	(*Command)(nil),           // 16: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	9,  // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	10, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	11, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	12, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	13, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	14, // 5: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	15, // 6: warren.v1.Propose.command:type_name -> warren.v1.Command
-	12, // 7: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	11, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	12, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	13, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	14, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	15, // 5: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	16, // 6: warren.v1.Propose.command:type_name -> warren.v1.Command
+	13, // 7: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	14, // 8: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -574,7 +626,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,6 +22,12 @@ type schedulerActor struct {
 	sub      *eventstream.Subscription
 	inflight bool
 	dirty    bool
+	queue    []placeRequest // PlaceTasks waiting for the write in flight
+}
+
+type placeRequest struct {
+	m      *messages.PlaceTasks
+	sender *actor.PID
 }
 
 func newScheduler(cfg LeaderConfig) *actor.Props {
@@ -51,12 +57,73 @@ func (a *schedulerActor) Receive(ctx actor.Context) {
 		unsubscribe(ctx, a.sub)
 	case *messages.StateChanged:
 		a.schedule(ctx)
+	case *messages.PlaceTasks:
+		a.queue = append(a.queue, placeRequest{m: m, sender: ctx.Sender()})
+		a.next(ctx)
 	case *messages.DebugCrash:
 		panic("debug crash requested for " + ctx.Self().Id)
 	case *tick:
 		_ = m
 		a.schedule(ctx)
 	}
+}
+
+// next starts the next piece of work once no write is in flight: queued
+// placements first, then pending tasks from the state.
+func (a *schedulerActor) next(ctx actor.Context) {
+	if a.inflight {
+		return
+	}
+	if len(a.queue) > 0 {
+		r := a.queue[0]
+		a.queue = a.queue[1:]
+		a.place(ctx, r)
+		return
+	}
+	if a.dirty {
+		a.dirty = false
+		a.schedule(ctx)
+	}
+}
+
+// place creates new tasks already assigned to nodes: one raft write instead
+// of a create followed by an assignment.
+func (a *schedulerActor) place(ctx actor.Context, r placeRequest) {
+	st := a.cfg.Store.State
+	var unplaced, running []*messages.Task
+	for _, t := range st.Tasks(store.TaskFilter{}) {
+		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING && t.NodeId != "" {
+			running = append(running, t)
+		}
+	}
+	for _, t := range r.m.Tasks {
+		if t.NodeId == "" {
+			unplaced = append(unplaced, t)
+		}
+	}
+	pl := Place(unplaced, st.Nodes(), running)
+	now := time.Now().UnixNano()
+	for _, t := range pl.Assigned {
+		t.Epoch = 1
+		t.Status = &messages.TaskStatus{State: messages.TaskState_TASK_STATE_ASSIGNED, Message: "assigned to node " + t.NodeId, TimestampUnixNano: now}
+	}
+	for _, t := range unplaced {
+		if why, ok := pl.Refused[t.Id]; ok {
+			t.Status = &messages.TaskStatus{State: messages.TaskState_TASK_STATE_PENDING, Message: why, TimestampUnixNano: now}
+		}
+	}
+	a.inflight = true
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_CreateTasks{CreateTasks: &messages.CreateTasks{Tasks: r.m.Tasks}}}}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		a.inflight = false
+		if r.sender != nil {
+			if err != nil {
+				res = &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: err.Error()}}
+			}
+			ctx.Send(r.sender, res)
+		}
+		a.next(ctx)
+	})
 }
 
 func (a *schedulerActor) schedule(ctx actor.Context) {
@@ -110,14 +177,14 @@ func (a *schedulerActor) schedule(ctx actor.Context) {
 		a.inflight = false
 		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
 			a.cfg.Log.Warn("scheduler write failed; retrying", zap.String("error", fmt.Sprint(err, r.GetError())))
-			a.dirty = false
 			ctx.Send(ctx.Self(), &tick{kind: "retry"})
+			a.next(ctx)
 			return
 		}
 		// Refusals alone are written; then wait for a change that helps.
-		if a.dirty || len(upd) > 0 && len(refused) > 0 {
-			a.dirty = false
-			a.schedule(ctx)
+		if len(upd) > 0 && len(refused) > 0 {
+			a.dirty = true
 		}
+		a.next(ctx)
 	})
 }

@@ -113,18 +113,27 @@ func (a *serviceActor) reconcile(ctx actor.Context) {
 	if len(plan.Shutdown) > 0 {
 		cmds = append(cmds, &messages.Command{Op: &messages.Command_UpdateTasks{UpdateTasks: &messages.UpdateTasks{Tasks: plan.Shutdown}}})
 	}
+	var place *messages.PlaceTasks
 	if len(plan.Create) > 0 {
-		cmds = append(cmds, &messages.Command{Op: &messages.Command_CreateTasks{CreateTasks: &messages.CreateTasks{Tasks: plan.Create}}})
+		place = &messages.PlaceTasks{Tasks: plan.Create}
 	}
 	if len(plan.Remove) > 0 {
 		cmds = append(cmds, &messages.Command{Op: &messages.Command_RemoveTasks{RemoveTasks: &messages.RemoveTasks{TaskIds: plan.Remove}}})
 	}
-	a.write(ctx, cmds)
+	a.write(ctx, cmds, place)
 }
 
-// write proposes cmds in order, then reconciles again if changes arrived.
-func (a *serviceActor) write(ctx actor.Context, cmds []*messages.Command) {
-	if len(cmds) == 0 {
+// write proposes cmds in order, then has the scheduler place and create new
+// tasks, then reconciles again if changes arrived meanwhile.
+func (a *serviceActor) write(ctx actor.Context, cmds []*messages.Command, place *messages.PlaceTasks) {
+	var target *actor.PID
+	var msg any
+	switch {
+	case len(cmds) > 0:
+		target, msg = storePID(ctx), &messages.Propose{Command: cmds[0]}
+	case place != nil:
+		target, msg = actor.NewPID(ctx.Self().Address, NameLeader+"/scheduler"), place
+	default:
 		if a.dirty {
 			a.dirty = false
 			a.reconcile(ctx)
@@ -132,7 +141,7 @@ func (a *serviceActor) write(ctx actor.Context, cmds []*messages.Command) {
 		return
 	}
 	a.inflight = true
-	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: cmds[0]}, proposeTimeout+time.Second)
+	f := ctx.RequestFuture(target, msg, proposeTimeout+2*time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		a.inflight = false
 		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
@@ -143,6 +152,10 @@ func (a *serviceActor) write(ctx actor.Context, cmds []*messages.Command) {
 			a.retry = scheduler.NewTimerScheduler(ctx).SendOnce(time.Second, ctx.Self(), &reconcileNow{})
 			return
 		}
-		a.write(ctx, cmds[1:])
+		if len(cmds) > 0 {
+			a.write(ctx, cmds[1:], place)
+		} else {
+			a.write(ctx, nil, nil)
+		}
 	})
 }

@@ -56,6 +56,10 @@ func Start(system *actor.ActorSystem, cfg Config) (*remote.Remote, string, error
 	}
 	creds := credentials.NewTLS(cfg.TLS)
 	opts := []remote.ConfigOption{
+		// protoactor's defaults preallocate a million-slot ring per
+		// connection (16 MB each); the rings grow on demand anyway.
+		remote.WithEndpointWriterQueueSize(1024),
+		remote.WithEndpointManagerQueueSize(1024),
 		remote.WithServerOptions(grpc.Creds(creds), grpc.StreamInterceptor(authorize), grpc.MaxRecvMsgSize(16<<20)),
 		remote.WithDialOptions(grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20))),
 	}

@@ -98,8 +98,10 @@ func (a *agent) Receive(ctx actor.Context) {
 		a.status[m.TaskId] = m
 		a.pending[m.TaskId] = m
 		if !a.flushQ {
+			// Flush after the updates already in the mailbox: a burst
+			// becomes one report without waiting on a timer.
 			a.flushQ = true
-			a.cancel = append(a.cancel, scheduler.NewTimerScheduler(ctx).SendOnce(20*time.Millisecond, ctx.Self(), &flushNow{}))
+			ctx.Send(ctx.Self(), &flushNow{})
 		}
 	case *flushNow:
 		a.flushQ = false
