@@ -223,6 +223,24 @@ func TestSingleNode(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(foreign, "important.txt")); string(b) != "x" {
 			t.Fatal("foreign data dir was touched")
 		}
+		// A damaged data dir is reported, not rebuilt.
+		damaged := filepath.Join(h.Dir, "damaged")
+		must(t, os.MkdirAll(damaged, 0o755))
+		must(t, os.WriteFile(filepath.Join(damaged, "node.json"), []byte("{garbage"), 0o600))
+		o, err = n.Exec(h.Bin, "cluster", "init", "--data-dir", damaged, "--port", "4290", "--raft-port", "4291", "--metrics-addr", "")
+		if err == nil || !strings.Contains(o, "damaged") {
+			t.Fatalf("init on a damaged dir: %v %q", err, o)
+		}
+		// containerd unreachable: a clear error, and no half-made cluster.
+		fresh := filepath.Join(h.Dir, "fresh")
+		o, err = n.Exec(h.Bin, "--config-dir", filepath.Join(h.Dir, "fresh-cli"), "cluster", "init", "--data-dir", fresh,
+			"--containerd", "/run/nosuch/containerd.sock", "--port", "4290", "--raft-port", "4291", "--metrics-addr", "")
+		if err == nil || !strings.Contains(o, "containerd is not reachable") {
+			t.Fatalf("init without containerd: %v %q", err, o)
+		}
+		if entries, _ := os.ReadDir(fresh); len(entries) > 1 { // only the lock file may remain
+			t.Fatalf("a failed init left %d entries in its data dir", len(entries))
+		}
 	})
 
 	t.Run("connections without a cluster certificate are refused", func(t *testing.T) {

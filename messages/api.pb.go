@@ -1143,6 +1143,111 @@ func (x *ListImagesReply) GetImages() []string {
 	return nil
 }
 
+// Pull an image from a registry onto the manager's node.
+type PullImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	PlainHttp     bool                   `protobuf:"varint,2,opt,name=plain_http,json=plainHttp,proto3" json:"plain_http,omitempty"` // a local registry without TLS
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PullImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetPlainHttp() bool {
+	if x != nil {
+		return x.PlainHttp
+	}
+	return false
+}
+
+type PullImageReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Image         string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"` // normalized name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageReply) Reset() {
+	*x = PullImageReply{}
+	mi := &file_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageReply) ProtoMessage() {}
+
+func (x *PullImageReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageReply.ProtoReflect.Descriptor instead.
+func (*PullImageReply) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PullImageReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *PullImageReply) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -1215,7 +1320,14 @@ const file_api_proto_rawDesc = "" +
 	"\x11ListImagesRequest\"Q\n" +
 	"\x0fListImagesReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x16\n" +
-	"\x06images\x18\x02 \x03(\tR\x06imagesB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"\x06images\x18\x02 \x03(\tR\x06images\"C\n" +
+	"\x10PullImageRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x1d\n" +
+	"\n" +
+	"plain_http\x18\x02 \x01(\bR\tplainHttp\"N\n" +
+	"\x0ePullImageReply\x12&\n" +
+	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05imageB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -1229,7 +1341,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_api_proto_goTypes = []any{
 	(*ClusterInfoRequest)(nil),    // 0: warren.v1.ClusterInfoRequest
 	(*ClusterInfoReply)(nil),      // 1: warren.v1.ClusterInfoReply
@@ -1252,36 +1364,39 @@ var file_api_proto_goTypes = []any{
 	(*ImportImageReply)(nil),      // 18: warren.v1.ImportImageReply
 	(*ListImagesRequest)(nil),     // 19: warren.v1.ListImagesRequest
 	(*ListImagesReply)(nil),       // 20: warren.v1.ListImagesReply
-	(*Error)(nil),                 // 21: warren.v1.Error
-	(*ClusterInfo)(nil),           // 22: warren.v1.ClusterInfo
-	(*ServiceSpec)(nil),           // 23: warren.v1.ServiceSpec
-	(*Service)(nil),               // 24: warren.v1.Service
-	(*Task)(nil),                  // 25: warren.v1.Task
-	(*Node)(nil),                  // 26: warren.v1.Node
+	(*PullImageRequest)(nil),      // 21: warren.v1.PullImageRequest
+	(*PullImageReply)(nil),        // 22: warren.v1.PullImageReply
+	(*Error)(nil),                 // 23: warren.v1.Error
+	(*ClusterInfo)(nil),           // 24: warren.v1.ClusterInfo
+	(*ServiceSpec)(nil),           // 25: warren.v1.ServiceSpec
+	(*Service)(nil),               // 26: warren.v1.Service
+	(*Task)(nil),                  // 27: warren.v1.Task
+	(*Node)(nil),                  // 28: warren.v1.Node
 }
 var file_api_proto_depIdxs = []int32{
-	21, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
-	22, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
-	23, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	23, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	21, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
-	24, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
-	24, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
-	21, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
+	23, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
+	24, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
+	25, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	25, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	23, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
+	26, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
+	26, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
+	23, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
 	9,  // 8: warren.v1.ListServicesReply.services:type_name -> warren.v1.ServiceSummary
-	21, // 9: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
-	25, // 10: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
-	21, // 11: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
-	26, // 12: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
-	21, // 13: warren.v1.NodeReply.error:type_name -> warren.v1.Error
-	26, // 14: warren.v1.NodeReply.node:type_name -> warren.v1.Node
-	21, // 15: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
-	21, // 16: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	23, // 9: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
+	27, // 10: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
+	23, // 11: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
+	28, // 12: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
+	23, // 13: warren.v1.NodeReply.error:type_name -> warren.v1.Error
+	28, // 14: warren.v1.NodeReply.node:type_name -> warren.v1.Node
+	23, // 15: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
+	23, // 16: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
+	23, // 17: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_init() }
@@ -1297,7 +1412,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

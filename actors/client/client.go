@@ -258,6 +258,12 @@ func (c *Client) ImportImage(r io.Reader) ([]string, error) {
 	}
 }
 
+// PullImage pulls an image from a registry onto the manager's node.
+func (c *Client) PullImage(ref string, plainHTTP bool) (string, error) {
+	r, err := typed[*messages.PullImageReply](c.Request(&messages.PullImageRequest{Ref: ref, PlainHttp: plainHTTP}))
+	return r.GetImage(), err
+}
+
 // DebugCrash makes a named actor panic (nodes started with --enable-debug).
 func (c *Client) DebugCrash(actorName string) error {
 	_, err := c.Request(&messages.DebugCrash{Actor: actorName})

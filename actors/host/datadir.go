@@ -103,6 +103,7 @@ func lockDataDir(dataDir string) (*dirLock, error) {
 
 func (l *dirLock) release() {
 	if l != nil && l.f != nil {
+		defer func() { l.f = nil }()
 		_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 		l.f.Close()
 	}

@@ -160,10 +160,25 @@ func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.File = nf
 	if err := n.start(ctx); err != nil {
+		if n.created {
+			// A cluster that never started leaves nothing behind: the next
+			// attempt starts from the same empty dir.
+			n.Stop()
+			n.lock = nil
+			clearDir(cfg.DataDir)
+		}
 		return nil, err
 	}
 	ok = true
 	return n, nil
+}
+
+// clearDir empties a data dir this process just created from nothing.
+func clearDir(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
 }
 
 // create writes a new cluster's identity into the data dir.
@@ -221,15 +236,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 
-	// Admin credentials for the CLI on this machine.
-	admin, err := ca.Issue("admin", pki.RoleAdmin, nil, nil, 365*24*time.Hour)
-	if err != nil {
-		return err
-	}
 	addr := net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.Port))
-	if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, []string{addr}, ca.PEM, admin); err != nil {
-		return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
-	}
 
 	// Container runtime.
 	socket := cfg.ContainerdSocket
@@ -317,6 +324,14 @@ func (n *Node) start(ctx context.Context) error {
 		Heartbeat: time.Second, Log: log.Named("agent"),
 	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
+	}
+	// Admin credentials for the CLI on this machine, once the node works.
+	admin, err := ca.Issue("admin", pki.RoleAdmin, nil, nil, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, []string{addr}, ca.PEM, admin); err != nil {
+		return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
 	}
 	n.serveMetrics(log)
 	log.Info("node up", zap.String("cluster", nf.ClusterID), zap.String("addr", addr), zap.Bool("created", n.created))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/runtime"
 	"github.com/warrenorch/warren/store"
 	"github.com/warrenorch/warren/store/pki"
 )
@@ -21,6 +22,7 @@ import (
 // Images is what the api needs from the node's container runtime.
 type Images interface {
 	ImportImage(ctx context.Context, r io.Reader) ([]string, error)
+	PullImage(ctx context.Context, ref string, opts runtime.PullOptions) error
 	EnsureImage(ctx context.Context, ref string) error
 	ListImages(ctx context.Context) ([]string, error)
 }
@@ -146,6 +148,8 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		ctx.Respond(reply)
 	case *messages.ImportImageChunk:
 		a.importChunk(ctx, m)
+	case *messages.PullImageRequest:
+		a.pull(ctx, m)
 	case *messages.ListImagesRequest:
 		imgs, err := a.cfg.Images.ListImages(context.Background())
 		if err != nil {
@@ -284,6 +288,33 @@ func (a *apiActor) withImage(ctx actor.Context, ref string, then func()) {
 			why = e.Message
 		}
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %s", ref, why)})
+	})
+}
+
+// pull fetches an image off the mailbox and answers when it is done.
+func (a *apiActor) pull(ctx actor.Context, m *messages.PullImageRequest) {
+	ref, err := runtime.NormalizeImageRef(m.Ref)
+	if err != nil {
+		ctx.Respond(&messages.PullImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
+		return
+	}
+	f := actor.NewFuture(ctx.ActorSystem(), imageTimeout+5*time.Second)
+	root, pid := ctx.ActorSystem().Root, f.PID()
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), imageTimeout)
+		defer cancel()
+		root.Send(pid, &messages.Error{Message: errString(a.cfg.Images.PullImage(c, ref, runtime.PullOptions{PlainHTTP: m.PlainHttp}))})
+	}()
+	ctx.ReenterAfter(f, func(res any, err error) {
+		why := errString(err)
+		if e, _ := res.(*messages.Error); e != nil {
+			why = e.Message
+		}
+		if why != "" {
+			ctx.Respond(&messages.PullImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "pull %s: %s", ref, why)})
+			return
+		}
+		ctx.Respond(&messages.PullImageReply{Image: ref})
 	})
 }
 

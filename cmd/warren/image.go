@@ -34,6 +34,19 @@ func imageCommand() *cli.Command {
 					}
 					return nil
 				})},
+			{Name: "pull", Usage: "pull an image from a registry", ArgsUsage: "REF",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (a local one without TLS)"}},
+				Action: withClient(func(c *cli.Context, cl *client.Client) error {
+					if err := exactArgs(c, 1, "one image reference"); err != nil {
+						return err
+					}
+					img, err := cl.PullImage(c.Args().First(), c.Bool("plain-http"))
+					if err != nil {
+						return err
+					}
+					fmt.Println(img)
+					return nil
+				})},
 			{Name: "list", Aliases: []string{"ls"}, Usage: "list images", Flags: []cli.Flag{outputFlag()},
 				Action: withClient(func(c *cli.Context, cl *client.Client) error {
 					imgs, err := cl.ListImages()

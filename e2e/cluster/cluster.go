@@ -103,7 +103,11 @@ func New(t testing.TB, opts Options) *Harness {
 	return h
 }
 
-func (h *Harness) gateway() string { return fmt.Sprintf("10.99.%d.254", h.net) }
+// Gateway is the machine's own address on the hosts' switch: services the
+// test runs in the root namespace (a registry, say) listen there.
+func (h *Harness) Gateway() string { return fmt.Sprintf("10.99.%d.254", h.net) }
+
+func (h *Harness) gateway() string { return h.Gateway() }
 
 func (h *Harness) makeBridge() error {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: h.bridge}}
