@@ -1248,6 +1248,336 @@ func (x *PullImageReply) GetImage() string {
 	return ""
 }
 
+// Show (or rotate, then show) the join token for a role.
+type JoinTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          NodeRole               `protobuf:"varint,1,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	Rotate        bool                   `protobuf:"varint,2,opt,name=rotate,proto3" json:"rotate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokenRequest) Reset() {
+	*x = JoinTokenRequest{}
+	mi := &file_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokenRequest) ProtoMessage() {}
+
+func (x *JoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*JoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *JoinTokenRequest) GetRole() NodeRole {
+	if x != nil {
+		return x.Role
+	}
+	return NodeRole_NODE_ROLE_UNSPECIFIED
+}
+
+func (x *JoinTokenRequest) GetRotate() bool {
+	if x != nil {
+		return x.Rotate
+	}
+	return false
+}
+
+type JoinTokenReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	JoinAddrs     []string               `protobuf:"bytes,3,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"` // manager join endpoints host:port
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokenReply) Reset() {
+	*x = JoinTokenReply{}
+	mi := &file_api_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokenReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokenReply) ProtoMessage() {}
+
+func (x *JoinTokenReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokenReply.ProtoReflect.Descriptor instead.
+func (*JoinTokenReply) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *JoinTokenReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *JoinTokenReply) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinTokenReply) GetJoinAddrs() []string {
+	if x != nil {
+		return x.JoinAddrs
+	}
+	return nil
+}
+
+// Node management.
+type UpdateNodeRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Node            string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Availability    NodeAvailability       `protobuf:"varint,2,opt,name=availability,proto3,enum=warren.v1.NodeAvailability" json:"availability,omitempty"`
+	SetAvailability bool                   `protobuf:"varint,3,opt,name=set_availability,json=setAvailability,proto3" json:"set_availability,omitempty"`
+	LabelAdd        map[string]string      `protobuf:"bytes,4,rep,name=label_add,json=labelAdd,proto3" json:"label_add,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LabelRm         []string               `protobuf:"bytes,5,rep,name=label_rm,json=labelRm,proto3" json:"label_rm,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UpdateNodeRequest) Reset() {
+	*x = UpdateNodeRequest{}
+	mi := &file_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateNodeRequest) ProtoMessage() {}
+
+func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UpdateNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UpdateNodeRequest) GetAvailability() NodeAvailability {
+	if x != nil {
+		return x.Availability
+	}
+	return NodeAvailability_NODE_AVAILABILITY_ACTIVE
+}
+
+func (x *UpdateNodeRequest) GetSetAvailability() bool {
+	if x != nil {
+		return x.SetAvailability
+	}
+	return false
+}
+
+func (x *UpdateNodeRequest) GetLabelAdd() map[string]string {
+	if x != nil {
+		return x.LabelAdd
+	}
+	return nil
+}
+
+func (x *UpdateNodeRequest) GetLabelRm() []string {
+	if x != nil {
+		return x.LabelRm
+	}
+	return nil
+}
+
+type PromoteNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteNodeRequest) Reset() {
+	*x = PromoteNodeRequest{}
+	mi := &file_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteNodeRequest) ProtoMessage() {}
+
+func (x *PromoteNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteNodeRequest.ProtoReflect.Descriptor instead.
+func (*PromoteNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PromoteNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type DemoteNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteNodeRequest) Reset() {
+	*x = DemoteNodeRequest{}
+	mi := &file_api_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteNodeRequest) ProtoMessage() {}
+
+func (x *DemoteNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteNodeRequest.ProtoReflect.Descriptor instead.
+func (*DemoteNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DemoteNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -1327,7 +1657,31 @@ const file_api_proto_rawDesc = "" +
 	"plain_http\x18\x02 \x01(\bR\tplainHttp\"N\n" +
 	"\x0ePullImageReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x14\n" +
-	"\x05image\x18\x02 \x01(\tR\x05imageB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"\x05image\x18\x02 \x01(\tR\x05image\"S\n" +
+	"\x10JoinTokenRequest\x12'\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x16\n" +
+	"\x06rotate\x18\x02 \x01(\bR\x06rotate\"m\n" +
+	"\x0eJoinTokenReply\x12&\n" +
+	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
+	"\n" +
+	"join_addrs\x18\x03 \x03(\tR\tjoinAddrs\"\xb4\x02\n" +
+	"\x11UpdateNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12?\n" +
+	"\favailability\x18\x02 \x01(\x0e2\x1b.warren.v1.NodeAvailabilityR\favailability\x12)\n" +
+	"\x10set_availability\x18\x03 \x01(\bR\x0fsetAvailability\x12G\n" +
+	"\tlabel_add\x18\x04 \x03(\v2*.warren.v1.UpdateNodeRequest.LabelAddEntryR\blabelAdd\x12\x19\n" +
+	"\blabel_rm\x18\x05 \x03(\tR\alabelRm\x1a;\n" +
+	"\rLabelAddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"(\n" +
+	"\x12PromoteNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"'\n" +
+	"\x11DemoteNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"=\n" +
+	"\x11RemoveNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05forceB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -1341,7 +1695,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_api_proto_goTypes = []any{
 	(*ClusterInfoRequest)(nil),    // 0: warren.v1.ClusterInfoRequest
 	(*ClusterInfoReply)(nil),      // 1: warren.v1.ClusterInfoReply
@@ -1366,37 +1720,50 @@ var file_api_proto_goTypes = []any{
 	(*ListImagesReply)(nil),       // 20: warren.v1.ListImagesReply
 	(*PullImageRequest)(nil),      // 21: warren.v1.PullImageRequest
 	(*PullImageReply)(nil),        // 22: warren.v1.PullImageReply
-	(*Error)(nil),                 // 23: warren.v1.Error
-	(*ClusterInfo)(nil),           // 24: warren.v1.ClusterInfo
-	(*ServiceSpec)(nil),           // 25: warren.v1.ServiceSpec
-	(*Service)(nil),               // 26: warren.v1.Service
-	(*Task)(nil),                  // 27: warren.v1.Task
-	(*Node)(nil),                  // 28: warren.v1.Node
+	(*JoinTokenRequest)(nil),      // 23: warren.v1.JoinTokenRequest
+	(*JoinTokenReply)(nil),        // 24: warren.v1.JoinTokenReply
+	(*UpdateNodeRequest)(nil),     // 25: warren.v1.UpdateNodeRequest
+	(*PromoteNodeRequest)(nil),    // 26: warren.v1.PromoteNodeRequest
+	(*DemoteNodeRequest)(nil),     // 27: warren.v1.DemoteNodeRequest
+	(*RemoveNodeRequest)(nil),     // 28: warren.v1.RemoveNodeRequest
+	nil,                           // 29: warren.v1.UpdateNodeRequest.LabelAddEntry
+	(*Error)(nil),                 // 30: warren.v1.Error
+	(*ClusterInfo)(nil),           // 31: warren.v1.ClusterInfo
+	(*ServiceSpec)(nil),           // 32: warren.v1.ServiceSpec
+	(*Service)(nil),               // 33: warren.v1.Service
+	(*Task)(nil),                  // 34: warren.v1.Task
+	(*Node)(nil),                  // 35: warren.v1.Node
+	(NodeRole)(0),                 // 36: warren.v1.NodeRole
+	(NodeAvailability)(0),         // 37: warren.v1.NodeAvailability
 }
 var file_api_proto_depIdxs = []int32{
-	23, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
-	24, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
-	25, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	25, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	23, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
-	26, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
-	26, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
-	23, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
+	30, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
+	31, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
+	32, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	32, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	30, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
+	33, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
+	33, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
+	30, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
 	9,  // 8: warren.v1.ListServicesReply.services:type_name -> warren.v1.ServiceSummary
-	23, // 9: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
-	27, // 10: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
-	23, // 11: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
-	28, // 12: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
-	23, // 13: warren.v1.NodeReply.error:type_name -> warren.v1.Error
-	28, // 14: warren.v1.NodeReply.node:type_name -> warren.v1.Node
-	23, // 15: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
-	23, // 16: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
-	23, // 17: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	30, // 9: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
+	34, // 10: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
+	30, // 11: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
+	35, // 12: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
+	30, // 13: warren.v1.NodeReply.error:type_name -> warren.v1.Error
+	35, // 14: warren.v1.NodeReply.node:type_name -> warren.v1.Node
+	30, // 15: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
+	30, // 16: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
+	30, // 17: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
+	36, // 18: warren.v1.JoinTokenRequest.role:type_name -> warren.v1.NodeRole
+	30, // 19: warren.v1.JoinTokenReply.error:type_name -> warren.v1.Error
+	37, // 20: warren.v1.UpdateNodeRequest.availability:type_name -> warren.v1.NodeAvailability
+	29, // 21: warren.v1.UpdateNodeRequest.label_add:type_name -> warren.v1.UpdateNodeRequest.LabelAddEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_init() }
@@ -1412,7 +1779,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

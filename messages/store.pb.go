@@ -888,8 +888,11 @@ type ClusterInfo struct {
 	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	CaFingerprint   string                 `protobuf:"bytes,4,opt,name=ca_fingerprint,json=caFingerprint,proto3" json:"ca_fingerprint,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Join token secrets; never returned by the read API.
+	WorkerToken   string `protobuf:"bytes,5,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
+	ManagerToken  string `protobuf:"bytes,6,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterInfo) Reset() {
@@ -946,6 +949,20 @@ func (x *ClusterInfo) GetCreatedUnixNano() int64 {
 func (x *ClusterInfo) GetCaFingerprint() string {
 	if x != nil {
 		return x.CaFingerprint
+	}
+	return ""
+}
+
+func (x *ClusterInfo) GetWorkerToken() string {
+	if x != nil {
+		return x.WorkerToken
+	}
+	return ""
+}
+
+func (x *ClusterInfo) GetManagerToken() string {
+	if x != nil {
+		return x.ManagerToken
 	}
 	return ""
 }
@@ -1357,13 +1374,15 @@ const file_store_proto_rawDesc = "" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12-\n" +
-	"\x06status\x18\x03 \x01(\v2\x15.warren.v1.TaskStatusR\x06status\"\x93\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x15.warren.v1.TaskStatusR\x06status\"\xdb\x01\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
-	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\"K\n" +
+	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\x12!\n" +
+	"\fworker_token\x18\x05 \x01(\tR\vworkerToken\x12#\n" +
+	"\rmanager_token\x18\x06 \x01(\tR\fmanagerToken\"K\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.warren.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"_\n" +

@@ -856,9 +856,10 @@ type NodeDescription struct {
 	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	Os            string                 `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
 	Arch          string                 `protobuf:"bytes,5,opt,name=arch,proto3" json:"arch,omitempty"`
-	Resources     *Resources             `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"` // capacity
-	Version       string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`     // warren version
-	Runtime       string                 `protobuf:"bytes,8,opt,name=runtime,proto3" json:"runtime,omitempty"`     // e.g. "containerd 1.6.20 (embedded)"
+	Resources     *Resources             `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"`               // capacity
+	Version       string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`                   // warren version
+	Runtime       string                 `protobuf:"bytes,8,opt,name=runtime,proto3" json:"runtime,omitempty"`                   // e.g. "containerd 1.6.20 (embedded)"
+	JoinAddr      string                 `protobuf:"bytes,9,opt,name=join_addr,json=joinAddr,proto3" json:"join_addr,omitempty"` // managers: the HTTPS join endpoint host:port
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -945,6 +946,13 @@ func (x *NodeDescription) GetVersion() string {
 func (x *NodeDescription) GetRuntime() string {
 	if x != nil {
 		return x.Runtime
+	}
+	return ""
+}
+
+func (x *NodeDescription) GetJoinAddr() string {
+	if x != nil {
+		return x.JoinAddr
 	}
 	return ""
 }
@@ -2162,7 +2170,7 @@ const file_types_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.warren.v1.NodeSpec.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x02\n" +
 	"\x0fNodeDescription\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1b\n" +
@@ -2171,7 +2179,8 @@ const file_types_proto_rawDesc = "" +
 	"\x04arch\x18\x05 \x01(\tR\x04arch\x122\n" +
 	"\tresources\x18\x06 \x01(\v2\x14.warren.v1.ResourcesR\tresources\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x18\n" +
-	"\aruntime\x18\b \x01(\tR\aruntime\"\x8b\x01\n" +
+	"\aruntime\x18\b \x01(\tR\aruntime\x12\x1b\n" +
+	"\tjoin_addr\x18\t \x01(\tR\bjoinAddr\"\x8b\x01\n" +
 	"\n" +
 	"NodeStatus\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.warren.v1.NodeStateR\x05state\x127\n" +

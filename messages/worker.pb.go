@@ -88,6 +88,7 @@ type RegisterNodeReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Managers      []string               `protobuf:"bytes,3,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,6 +133,13 @@ func (x *RegisterNodeReply) GetNode() *Node {
 func (x *RegisterNodeReply) GetError() *Error {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *RegisterNodeReply) GetManagers() []string {
+	if x != nil {
+		return x.Managers
 	}
 	return nil
 }
@@ -195,6 +203,7 @@ type Assignments struct {
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // store index the set was computed at
 	Tasks         []*Task                `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Managers      []string               `protobuf:"bytes,4,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +255,13 @@ func (x *Assignments) GetIndex() uint64 {
 func (x *Assignments) GetTasks() []*Task {
 	if x != nil {
 		return x.Tasks
+	}
+	return nil
+}
+
+func (x *Assignments) GetManagers() []string {
+	if x != nil {
+		return x.Managers
 	}
 	return nil
 }
@@ -529,6 +545,209 @@ func (x *PlaceTasks) GetTasks() []*Task {
 	return nil
 }
 
+// The join protocol runs over HTTPS on a manager's join port, before the
+// joining node has a certificate: it pins the cluster CA by the fingerprint
+// in the token and sends a certificate request.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"` // wire format version, 1
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	CsrPem        []byte                 `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	Hostname      string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Advertise     string                 `protobuf:"bytes,5,opt,name=advertise,proto3" json:"advertise,omitempty"`         // the joining node's IP
+	NodeId        string                 `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // set when a known node re-joins
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_worker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *JoinRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetAdvertise() string {
+	if x != nil {
+		return x.Advertise
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	ClusterId     string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Role          NodeRole               `protobuf:"varint,5,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	CertPem       []byte                 `protobuf:"bytes,6,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CaKeyPem      []byte                 `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`   // managers only: they sign joins too
+	Managers      []string               `protobuf:"bytes,9,rep,name=managers,proto3" json:"managers,omitempty"`                     // actor addresses of the managers
+	JoinAddrs     []string               `protobuf:"bytes,10,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"` // join endpoints of the managers
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_worker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *JoinResponse) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *JoinResponse) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetRole() NodeRole {
+	if x != nil {
+		return x.Role
+	}
+	return NodeRole_NODE_ROLE_UNSPECIFIED
+}
+
+func (x *JoinResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetManagers() []string {
+	if x != nil {
+		return x.Managers
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetJoinAddrs() []string {
+	if x != nil {
+		return x.JoinAddrs
+	}
+	return nil
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -537,17 +756,19 @@ const file_worker_proto_rawDesc = "" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12<\n" +
-	"\vdescription\x18\x03 \x01(\v2\x1a.warren.v1.NodeDescriptionR\vdescription\"`\n" +
+	"\vdescription\x18\x03 \x01(\v2\x1a.warren.v1.NodeDescriptionR\vdescription\"|\n" +
 	"\x11RegisterNodeReply\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.warren.v1.NodeR\x04node\x12&\n" +
-	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\"A\n" +
+	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x1a\n" +
+	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"A\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"c\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\x7f\n" +
 	"\vAssignments\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
-	"\x05tasks\x18\x03 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\"b\n" +
+	"\x05tasks\x18\x03 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\x12\x1a\n" +
+	"\bmanagers\x18\x04 \x03(\tR\bmanagers\"b\n" +
 	"\x10TaskStatusReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x125\n" +
 	"\aupdates\x18\x02 \x03(\v2\x1b.warren.v1.TaskStatusUpdateR\aupdates\"(\n" +
@@ -562,7 +783,29 @@ const file_worker_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\"3\n" +
 	"\n" +
 	"PlaceTasks\x12%\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x0f.warren.v1.TaskR\x05tasksB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"\x05tasks\x18\x01 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\"\xa9\x01\n" +
+	"\vJoinRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x1c\n" +
+	"\tadvertise\x18\x05 \x01(\tR\tadvertise\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"\xbc\x02\n" +
+	"\fJoinResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12&\n" +
+	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12'\n" +
+	"\x04role\x18\x05 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x19\n" +
+	"\bcert_pem\x18\x06 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\a \x01(\fR\x05caPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\x12\x1a\n" +
+	"\bmanagers\x18\t \x03(\tR\bmanagers\x12\x1d\n" +
+	"\n" +
+	"join_addrs\x18\n" +
+	" \x03(\tR\tjoinAddrsB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -576,7 +819,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_worker_proto_goTypes = []any{
 	(*RegisterNode)(nil),      // 0: warren.v1.RegisterNode
 	(*RegisterNodeReply)(nil), // 1: warren.v1.RegisterNodeReply
@@ -588,29 +831,33 @@ var file_worker_proto_goTypes = []any{
 	(*DebugCrash)(nil),        // 7: warren.v1.DebugCrash
 	(*DebugCrashReply)(nil),   // 8: warren.v1.DebugCrashReply
 	(*PlaceTasks)(nil),        // 9: warren.v1.PlaceTasks
-	(NodeRole)(0),             // 10: warren.v1.NodeRole
-	(*NodeDescription)(nil),   // 11: warren.v1.NodeDescription
-	(*Node)(nil),              // 12: warren.v1.Node
-	(*Error)(nil),             // 13: warren.v1.Error
-	(*Task)(nil),              // 14: warren.v1.Task
-	(*TaskStatusUpdate)(nil),  // 15: warren.v1.TaskStatusUpdate
-	(*Command)(nil),           // 16: warren.v1.Command
+	(*JoinRequest)(nil),       // 10: warren.v1.JoinRequest
+	(*JoinResponse)(nil),      // 11: warren.v1.JoinResponse
+	(NodeRole)(0),             // 12: warren.v1.NodeRole
+	(*NodeDescription)(nil),   // 13: warren.v1.NodeDescription
+	(*Node)(nil),              // 14: warren.v1.Node
+	(*Error)(nil),             // 15: warren.v1.Error
+	(*Task)(nil),              // 16: warren.v1.Task
+	(*TaskStatusUpdate)(nil),  // 17: warren.v1.TaskStatusUpdate
+	(*Command)(nil),           // 18: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	10, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	11, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	12, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	13, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	14, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	15, // 5: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	16, // 6: warren.v1.Propose.command:type_name -> warren.v1.Command
-	13, // 7: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	14, // 8: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	12, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	13, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	14, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	15, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	16, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	17, // 5: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	18, // 6: warren.v1.Propose.command:type_name -> warren.v1.Command
+	15, // 7: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	16, // 8: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	15, // 9: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
+	12, // 10: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -626,7 +873,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -196,3 +196,45 @@ func (s *Store) Close() error {
 }
 
 var _ io.Closer = (*Store)(nil)
+
+// Server is one raft voter.
+type Server struct {
+	ID, Addr string
+	Voter    bool
+}
+
+// Servers returns the raft configuration.
+func (s *Store) Servers() ([]Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, sv := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(sv.ID), Addr: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds a manager to the raft configuration (leader only).
+func (s *Store) AddVoter(id, addr string, timeout time.Duration) error {
+	return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error()
+}
+
+// RemoveServer removes a manager from the raft configuration (leader only).
+func (s *Store) RemoveServer(id string, timeout time.Duration) error {
+	return s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error()
+}
+
+// TransferLeadership hands leadership to another voter before a planned
+// stop, so the cluster does not wait out an election timeout.
+func (s *Store) TransferLeadership() error {
+	if !s.IsLeader() {
+		return nil
+	}
+	servers, err := s.Servers()
+	if err != nil || len(servers) < 2 {
+		return err
+	}
+	return s.raft.LeadershipTransfer().Error()
+}

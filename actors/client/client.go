@@ -107,7 +107,7 @@ func DialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration) (*Cli
 	var local string
 	var errs []error
 	for i, m := range managers {
-		conn, err := net.DialTimeout("tcp", m, 3*time.Second)
+		conn, err := net.DialTimeout("tcp", m, time.Second)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -262,6 +262,33 @@ func (c *Client) ImportImage(r io.Reader) ([]string, error) {
 func (c *Client) PullImage(ref string, plainHTTP bool) (string, error) {
 	r, err := typed[*messages.PullImageReply](c.Request(&messages.PullImageRequest{Ref: ref, PlainHttp: plainHTTP}))
 	return r.GetImage(), err
+}
+
+// JoinToken returns the join token for a role, rotating it first if asked.
+func (c *Client) JoinToken(role messages.NodeRole, rotate bool) (*messages.JoinTokenReply, error) {
+	return typed[*messages.JoinTokenReply](c.Request(&messages.JoinTokenRequest{Role: role, Rotate: rotate}))
+}
+
+// UpdateNode changes a node's availability and labels.
+func (c *Client) UpdateNode(req *messages.UpdateNodeRequest) (*messages.Node, error) {
+	r, err := typed[*messages.NodeReply](c.Request(req))
+	return r.GetNode(), err
+}
+
+// RemoveNode forgets a node that left.
+func (c *Client) RemoveNode(node string, force bool) error {
+	_, err := c.Request(&messages.RemoveNodeRequest{Node: node, Force: force})
+	return err
+}
+
+// RememberManagers adds the cluster's current managers to the CLI config in
+// configDir, so the next command fails over to them when this one is gone.
+func (c *Client) RememberManagers(configDir string) error {
+	r, err := c.ClusterInfo()
+	if err != nil {
+		return err
+	}
+	return host.AddManagers(configDir, r.Cluster.GetClusterId(), r.ManagerAddrs)
 }
 
 // DebugCrash makes a named actor panic (nodes started with --enable-debug).

@@ -90,3 +90,31 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
+
+// AddManagers records manager addresses for a known cluster (no-op when
+// nothing is new).
+func AddManagers(dir, clusterID string, managers []string) error {
+	c, err := LoadClientConfig(dir)
+	if err != nil {
+		return err
+	}
+	e := c.Clusters[clusterID]
+	if e == nil {
+		return nil
+	}
+	changed := false
+	for _, m := range managers {
+		if m != "" && !contains(e.Managers, m) {
+			e.Managers = append(e.Managers, m)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return pki.WriteFile(filepath.Join(dir, ConfigFile), append(data, '\n'))
+}

@@ -24,8 +24,15 @@ type NodeFile struct {
 	Advertise string    `json:"advertise"`
 	Port      int       `json:"port"`
 	RaftPort  int       `json:"raft_port"`
+	JoinPort  int       `json:"join_port,omitempty"`
 	Hostname  string    `json:"hostname"`
 	Created   time.Time `json:"created"`
+	// Managers and JoinAddrs are what a joined node knew of the managers
+	// when it joined; the agent keeps its own fresher list.
+	Managers  []string `json:"managers,omitempty"`
+	JoinAddrs []string `json:"join_addrs,omitempty"`
+	// Bootstrapped: this node founded the cluster (cluster init).
+	Bootstrapped bool `json:"bootstrapped,omitempty"`
 }
 
 const nodeFileName = "node.json"

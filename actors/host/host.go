@@ -9,6 +9,7 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -57,8 +58,18 @@ type Config struct {
 	EnableDebug      bool
 	MetricsAddr      string // "" disables
 	NodeDownAfter    time.Duration
-	Version          string
-	Log              *zap.Logger
+	JoinPort         int
+	// Join, when set, makes an empty data dir join an existing cluster
+	// (`cluster join`) instead of creating one.
+	Join    *JoinConfig
+	Version string
+	Log     *zap.Logger
+}
+
+// JoinConfig is what `warren cluster join` is given.
+type JoinConfig struct {
+	Token string
+	Addrs []string // manager join endpoints host[:port]
 }
 
 // Node is a running Warren node.
@@ -74,6 +85,7 @@ type Node struct {
 	remote  *remote.Remote
 	net     *netmesh.Network
 	metrics *http.Server
+	join    *joinServer
 	created bool
 }
 
@@ -100,6 +112,9 @@ func (c *Config) defaults() error {
 	}
 	if c.RaftPort == 0 {
 		c.RaftPort = DefaultRaftPort
+	}
+	if c.JoinPort == 0 {
+		c.JoinPort = DefaultJoinPort
 	}
 	if c.Hostname == "" {
 		c.Hostname, _ = os.Hostname()
@@ -149,12 +164,30 @@ func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
 			n.Stop()
 		}
 	}()
-	if nf == nil {
+	if nf != nil && cfg.Join != nil {
+		// The join command line also restarts a joined node: resume it,
+		// unless the token names another cluster.
+		fp, _, err := pki.ParseToken(cfg.Join.Token)
+		if err != nil {
+			return nil, err
+		}
+		if ca, err := pki.LoadCA(certDir(cfg.DataDir)); err == nil && ca.Fingerprint() != fp {
+			return nil, fmt.Errorf("data dir %s belongs to another cluster (CA %s..., the token names %s...): use another --data-dir, or remove this node's data to join anew", cfg.DataDir, ca.Fingerprint()[:12], fp[:12])
+		}
+	}
+	switch {
+	case nf == nil && cfg.Join != nil:
+		if nf, err = n.joinCluster(ctx); err != nil {
+			clearDir(cfg.DataDir)
+			return nil, err
+		}
+		n.created = true
+	case nf == nil:
 		if nf, err = n.create(); err != nil {
 			return nil, err
 		}
 		n.created = true
-	} else if cfg.Advertise != "" && cfg.Advertise != nf.Advertise {
+	case cfg.Advertise != "" && cfg.Advertise != nf.Advertise:
 		cfg.Log.Warn("ignoring --advertise on resume: the node keeps the address it was created with",
 			zap.String("given", cfg.Advertise), zap.String("kept", nf.Advertise))
 	}
@@ -193,7 +226,8 @@ func (n *Node) create() (*NodeFile, error) {
 		return nil, fmt.Errorf("--advertise %q is not an IP address: give the address other nodes reach this one at", adv)
 	}
 	nf := &NodeFile{Format: 1, ClusterID: messages.NewID(), NodeID: messages.NewID(), Role: pki.RoleManager,
-		Advertise: adv, Port: cfg.Port, RaftPort: cfg.RaftPort, Hostname: cfg.Hostname, Created: time.Now().UTC()}
+		Advertise: adv, Port: cfg.Port, RaftPort: cfg.RaftPort, JoinPort: cfg.JoinPort, Hostname: cfg.Hostname,
+		Created: time.Now().UTC(), Bootstrapped: true}
 	ca, err := pki.NewCA(nf.ClusterID)
 	if err != nil {
 		return nil, err
@@ -222,20 +256,26 @@ func (n *Node) create() (*NodeFile, error) {
 func (n *Node) start(ctx context.Context) error {
 	cfg, nf := n.cfg, n.File
 	log := cfg.Log.With(zap.String("node", nf.NodeID[:12]))
+	isManager := nf.Role == pki.RoleManager
 	cd := certDir(cfg.DataDir)
-	ca, err := pki.LoadCA(cd)
+	caPEM, err := os.ReadFile(filepath.Join(cd, "ca.pem"))
 	if err != nil {
-		return fmt.Errorf("data dir %s is damaged: %w", cfg.DataDir, err)
+		return fmt.Errorf("data dir %s is damaged: cluster CA: %w", cfg.DataDir, err)
+	}
+	var ca *pki.CA
+	if isManager { // managers sign joins and admin certificates
+		if ca, err = pki.LoadCA(cd); err != nil {
+			return fmt.Errorf("data dir %s is damaged: %w", cfg.DataDir, err)
+		}
 	}
 	id, err := pki.LoadIdentity(cd, "node")
 	if err != nil {
 		return fmt.Errorf("data dir %s is damaged: node %w", cfg.DataDir, err)
 	}
-	tlsCfg, err := pki.TLSConfig(ca.PEM, id)
+	tlsCfg, err := pki.TLSConfig(caPEM, id)
 	if err != nil {
 		return err
 	}
-
 	addr := net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.Port))
 
 	// Container runtime.
@@ -252,19 +292,8 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 
-	// Actor system first: the store's apply hook publishes on its stream.
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(slogFactory(log.Named("actor"))))
 	sys := n.system
-	n.st, err = store.Open(store.Config{
-		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: nf.NodeID,
-		Bind:      net.JoinHostPort(cfg.ListenHost, strconv.Itoa(nf.RaftPort)),
-		Advertise: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
-		TLS:       tlsCfg, Log: log,
-		OnChange: func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) },
-	}, n.created)
-	if err != nil {
-		return err
-	}
 	hub, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events")), manager.NameEvents)
 	if err != nil {
 		return fmt.Errorf("start events hub: %w", err)
@@ -274,6 +303,83 @@ func (n *Node) start(ctx context.Context) error {
 	if _, err := sys.Root.RequestFuture(hub, &messages.SubscribeEvents{}, 10*time.Second).Result(); err != nil {
 		return fmt.Errorf("start events hub: %w", err)
 	}
+	managers := append([]string{}, nf.Managers...)
+	if isManager {
+		if err := n.startManager(ctx, ca, id, tlsCfg, log); err != nil {
+			return err
+		}
+		managers = append([]string{addr}, managers...)
+	}
+	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
+	if err != nil {
+		return err
+	}
+	if n.created && nf.Bootstrapped {
+		if err := n.proposeClusterInfo(ca); err != nil {
+			return err
+		}
+	}
+
+	// Worker agent: every node runs tasks.
+	logDir := filepath.Join(cfg.DataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return err
+	}
+	osName, arch := manager.Platform()
+	role := messages.NodeRole_NODE_ROLE_WORKER
+	desc := &messages.NodeDescription{
+		Hostname: cfg.Hostname, Addr: addr, Os: osName, Arch: arch, Version: cfg.Version,
+		Resources: capacity(), Runtime: runtimeName(cfg.ContainerdSocket),
+	}
+	if isManager {
+		role = messages.NodeRole_NODE_ROLE_MANAGER
+		desc.RaftAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort))
+		desc.JoinAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.JoinPort))
+	}
+	if _, err := sys.Root.SpawnNamed(worker.NewAgent(worker.AgentConfig{
+		NodeID: nf.NodeID, Role: role, Description: desc,
+		Managers: managers, APIName: manager.NameAPI, Runtime: n.rt,
+		OpenNetwork: n.openNetwork,
+		CachePath:   filepath.Join(cfg.DataDir, "agent.db"),
+		UploadDir:   filepath.Join(cfg.DataDir, "uploads"),
+		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
+			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
+		Heartbeat: time.Second, Log: log.Named("agent"),
+	}), manager.NameAgent); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	if isManager {
+		// Admin credentials for the CLI on this machine, once the node works.
+		admin, err := ca.Issue("admin", pki.RoleAdmin, nil, nil, 365*24*time.Hour)
+		if err != nil {
+			return err
+		}
+		if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, managers, ca.PEM, admin); err != nil {
+			return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
+		}
+	}
+	n.serveMetrics(log)
+	log.Info("node up", zap.String("cluster", nf.ClusterID), zap.String("addr", addr), zap.String("role", nf.Role), zap.Bool("created", n.created))
+	return nil
+}
+
+// startManager opens the raft store, starts the manager actors and the join
+// endpoint.
+func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, tlsCfg *tls.Config, log *zap.Logger) error {
+	cfg, nf, sys := n.cfg, n.File, n.system
+	var err error
+	// A founder bootstraps a one-voter configuration; a joined manager
+	// starts empty and waits for the leader to add it as a voter.
+	n.st, err = store.Open(store.Config{
+		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: nf.NodeID,
+		Bind:      net.JoinHostPort(cfg.ListenHost, strconv.Itoa(nf.RaftPort)),
+		Advertise: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
+		TLS:       tlsCfg, Log: log,
+		OnChange: func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) },
+	}, n.created && nf.Bootstrapped)
+	if err != nil {
+		return err
+	}
 	leaderCfg := manager.LeaderConfig{Store: n.st, Log: log.Named("leader"), NodeDownAfter: cfg.NodeDownAfter, ResyncEvery: 10 * time.Second}
 	if _, err := manager.Start(sys, manager.Config{
 		Store: n.st, Log: log.Named("manager"), Leader: leaderCfg,
@@ -282,60 +388,24 @@ func (n *Node) start(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("start manager: %w", err)
 	}
-	if err := n.st.WaitLeader(30 * time.Second); err != nil {
+	// A founder must lead before it serves; a restarted manager of a larger
+	// cluster serves (reads, forwarding) even before quorum is back.
+	wait := 5 * time.Second
+	if nf.Bootstrapped {
+		wait = 30 * time.Second
+	}
+	if err := n.st.WaitLeader(wait); err != nil && nf.Bootstrapped && n.created {
 		return err
 	}
 	// raft applies the log tail only once the leader commits in this term;
-	// serve nobody until the state is caught up, so no reader ever sees
-	// the empty state of a node that is still replaying.
+	// a leader serves nobody until its state is caught up, so no reader
+	// sees the empty state of a node that is still replaying.
 	if n.st.IsLeader() {
 		if err := n.st.Barrier(30 * time.Second); err != nil {
 			return fmt.Errorf("catch up with the raft log: %w", err)
 		}
 	}
-	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
-	if err != nil {
-		return err
-	}
-	if n.created {
-		if err := n.proposeClusterInfo(ca); err != nil {
-			return err
-		}
-	}
-
-	// Worker agent.
-	logDir := filepath.Join(cfg.DataDir, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
-		return err
-	}
-	osName, arch := manager.Platform()
-	desc := &messages.NodeDescription{
-		Hostname: cfg.Hostname, Addr: addr, RaftAddr: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
-		Os: osName, Arch: arch, Version: cfg.Version, Resources: capacity(),
-		Runtime: runtimeName(cfg.ContainerdSocket),
-	}
-	if _, err := sys.Root.SpawnNamed(worker.NewAgent(worker.AgentConfig{
-		NodeID: nf.NodeID, Role: messages.NodeRole_NODE_ROLE_MANAGER, Description: desc,
-		Managers: []string{addr}, APIName: manager.NameAPI, Runtime: n.rt,
-		OpenNetwork: n.openNetwork,
-		CachePath:   filepath.Join(cfg.DataDir, "agent.db"),
-		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
-			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
-		Heartbeat: time.Second, Log: log.Named("agent"),
-	}), manager.NameAgent); err != nil {
-		return fmt.Errorf("start agent: %w", err)
-	}
-	// Admin credentials for the CLI on this machine, once the node works.
-	admin, err := ca.Issue("admin", pki.RoleAdmin, nil, nil, 365*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, []string{addr}, ca.PEM, admin); err != nil {
-		return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
-	}
-	n.serveMetrics(log)
-	log.Info("node up", zap.String("cluster", nf.ClusterID), zap.String("addr", addr), zap.Bool("created", n.created))
-	return nil
+	return n.serveJoin(ca, id, log.Named("join"))
 }
 
 func runtimeName(socket string) string {
@@ -369,6 +439,7 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 func (n *Node) proposeClusterInfo(ca *pki.CA) error {
 	res, err := n.st.Apply(&messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: &messages.ClusterInfo{
 		ClusterId: n.File.ClusterID, Name: "warren", CreatedUnixNano: time.Now().UnixNano(), CaFingerprint: ca.Fingerprint(),
+		WorkerToken: pki.NewSecret(), ManagerToken: pki.NewSecret(),
 	}}}}, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("record cluster info: %w", err)
@@ -403,6 +474,16 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 func (n *Node) Stop() {
 	if n.metrics != nil {
 		n.metrics.Close()
+	}
+	if n.join != nil {
+		n.join.srv.Close()
+	}
+	if n.st != nil {
+		// Hand leadership over first: the others need not wait out an
+		// election timeout for a planned stop.
+		if err := n.st.TransferLeadership(); err != nil {
+			n.cfg.Log.Warn("leadership transfer", zap.Error(err))
+		}
 	}
 	if n.system != nil {
 		for _, name := range []string{manager.NameAgent, manager.NameManager, manager.NameEvents} {

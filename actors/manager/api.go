@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"io"
@@ -67,6 +68,13 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		}
 		return
 	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport:
+		if err := nodeMayReport(ctx); err != nil {
+			if _, ok := msg.(*messages.RegisterNode); ok {
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "%v", err)})
+			}
+			a.cfg.Log.Warn("refused node message", zap.Error(err))
+			return
+		}
 		a.toLeader(ctx)
 		return
 	}
@@ -157,6 +165,12 @@ func (a *apiActor) Receive(ctx actor.Context) {
 			return
 		}
 		ctx.Respond(&messages.ListImagesReply{Images: imgs})
+	case *messages.JoinTokenRequest:
+		a.joinToken(ctx, m)
+	case *messages.UpdateNodeRequest:
+		a.updateNode(ctx, m)
+	case *messages.RemoveNodeRequest:
+		a.removeNode(ctx, m)
 	case *messages.DebugCrash:
 		if !a.cfg.EnableDebug {
 			ctx.Respond(&messages.DebugCrashReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "debug hooks are off: start the node with --enable-debug")})
@@ -170,6 +184,33 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	default:
 		a.cfg.Log.Debug("api: unhandled message", zap.String("type", fmt.Sprintf("%T", msg)))
 	}
+}
+
+// nodeMayReport checks that a node speaks only for itself and claims no
+// role its certificate lacks; messages from inside this process (the local
+// agent) and from other managers forwarding them are trusted.
+func nodeMayReport(ctx actor.Context) error {
+	id := remoting.Identity(ctx)
+	if id.Role == "local" || id.Role == pki.RoleManager {
+		return nil
+	}
+	var node string
+	var role messages.NodeRole
+	switch m := ctx.Message().(type) {
+	case *messages.RegisterNode:
+		node, role = m.NodeId, m.Role
+	case *messages.Heartbeat:
+		node = m.NodeId
+	case *messages.TaskStatusReport:
+		node = m.NodeId
+	}
+	if id.Role != pki.RoleWorker || id.Name != node {
+		return fmt.Errorf("%s %q may not report for node %q", id.Role, id.Name, node)
+	}
+	if role == messages.NodeRole_NODE_ROLE_MANAGER {
+		return fmt.Errorf("worker %q may not register as a manager", id.Name)
+	}
+	return nil
 }
 
 func notFound(kind, name string) *messages.Error {
@@ -400,7 +441,8 @@ func (a *apiActor) listTasks(ctx actor.Context, m *messages.ListTasksRequest) {
 }
 
 // importChunk appends an upload chunk to a temp file; the last chunk imports
-// it into the node's containerd.
+// it into this node's containerd and then into every other ready node's
+// (air-gapped clusters have no registry to pull from).
 func (a *apiActor) importChunk(ctx actor.Context, m *messages.ImportImageChunk) {
 	f, ok := a.uploads[m.UploadId]
 	if !ok {
@@ -409,10 +451,7 @@ func (a *apiActor) importChunk(ctx actor.Context, m *messages.ImportImageChunk) 
 			return
 		}
 		var err error
-		if err = os.MkdirAll(a.cfg.UploadDir, 0o700); err == nil {
-			f, err = os.CreateTemp(a.cfg.UploadDir, "import-*.tar")
-		}
-		if err != nil {
+		if f, err = newUpload(a.cfg.UploadDir); err != nil {
 			ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "store upload: %v", err)})
 			return
 		}
@@ -427,19 +466,73 @@ func (a *apiActor) importChunk(ctx actor.Context, m *messages.ImportImageChunk) 
 		ctx.Respond(&messages.ImportImageReply{})
 		return
 	}
-	defer a.dropUpload(m.UploadId)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "read upload: %v", err)})
-		return
+	delete(a.uploads, m.UploadId) // the goroutine below owns the file now
+	var peers []string
+	for _, n := range a.cfg.Store.State.Nodes() {
+		if n.Id != a.cfg.NodeID && n.GetStatus().GetState() == messages.NodeState_NODE_STATE_READY && n.Description.GetAddr() != "" {
+			peers = append(peers, n.Description.GetAddr())
+		}
 	}
-	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	imgs, err := a.cfg.Images.ImportImage(c, f)
-	if err != nil {
-		ctx.Respond(&messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "import image: %v (expected an OCI layout or docker save tarball)", err)})
-		return
+	fut := actor.NewFuture(ctx.ActorSystem(), 10*time.Minute)
+	root, pid := ctx.ActorSystem().Root, fut.PID()
+	go func() {
+		defer func() { f.Close(); os.Remove(f.Name()) }()
+		reply := &messages.ImportImageReply{}
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "read upload: %v", err)
+		} else if reply.Images, err = a.cfg.Images.ImportImage(c, f); err != nil {
+			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_INVALID, "import image: %v (expected an OCI layout or docker save tarball)", err)
+		} else if errs := sendImage(root, f, peers); len(errs) > 0 {
+			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "imported here but on %d of %d other nodes it failed: %s; import again once they are up", len(errs), len(peers), strings.Join(errs, "; "))
+		}
+		root.Send(pid, reply)
+	}()
+	ctx.ReenterAfter(fut, func(res any, err error) {
+		if err != nil {
+			res = &messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "import: %v", err)}
+		}
+		ctx.Respond(res)
+	})
+}
+
+func newUpload(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	ctx.Respond(&messages.ImportImageReply{Images: imgs})
+	return os.CreateTemp(dir, "import-*.tar")
+}
+
+// sendImage streams the tarball in f to the agent of every peer node, one
+// acknowledged chunk at a time, and returns the failures.
+func sendImage(root *actor.RootContext, f *os.File, peers []string) []string {
+	var errs []string
+	buf := make([]byte, 1<<20)
+	for _, addr := range peers {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return append(errs, err.Error())
+		}
+		id := messages.NewID()
+		for seq := uint64(0); ; seq++ {
+			n, err := io.ReadFull(f, buf)
+			last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+			if err != nil && !last {
+				errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
+				break
+			}
+			res, err := root.RequestFuture(actor.NewPID(addr, NameAgent), &messages.ImportImageChunk{UploadId: id, Seq: seq, Data: append([]byte(nil), buf[:n]...), Last: last}, 2*time.Minute).Result()
+			r, _ := res.(*messages.ImportImageReply)
+			if err != nil || r == nil || r.Error != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v %s", addr, err, r.GetError().GetMessage()))
+				break
+			}
+			if last {
+				break
+			}
+		}
+	}
+	return errs
 }
 
 func (a *apiActor) dropUpload(id string) {
@@ -448,4 +541,107 @@ func (a *apiActor) dropUpload(id string) {
 		os.Remove(f.Name())
 		delete(a.uploads, id)
 	}
+}
+
+// joinToken returns (after rotating, if asked) the join token for a role.
+func (a *apiActor) joinToken(ctx actor.Context, m *messages.JoinTokenRequest) {
+	st := a.cfg.Store.State
+	ci := st.Cluster()
+	if m.Role != messages.NodeRole_NODE_ROLE_WORKER && m.Role != messages.NodeRole_NODE_ROLE_MANAGER {
+		ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "join tokens are for workers or managers")})
+		return
+	}
+	secret := &ci.WorkerToken
+	if m.Role == messages.NodeRole_NODE_ROLE_MANAGER {
+		secret = &ci.ManagerToken
+	}
+	reply := func() {
+		ci := st.Cluster()
+		s := ci.WorkerToken
+		if m.Role == messages.NodeRole_NODE_ROLE_MANAGER {
+			s = ci.ManagerToken
+		}
+		r := &messages.JoinTokenReply{Token: pki.Token(ci.CaFingerprint, s)}
+		for _, n := range st.Nodes() {
+			if n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER && n.Description.GetJoinAddr() != "" {
+				r.JoinAddrs = append(r.JoinAddrs, n.Description.GetJoinAddr())
+			}
+		}
+		ctx.Respond(r)
+	}
+	if !m.Rotate && *secret != "" {
+		reply()
+		return
+	}
+	*secret = pki.NewSecret()
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: &messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: ci}}}}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
+			ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "rotate token: %v %v", err, r.GetError().GetMessage())})
+			return
+		}
+		reply()
+	})
+}
+
+// updateNode changes a node's availability and labels.
+func (a *apiActor) updateNode(ctx actor.Context, m *messages.UpdateNodeRequest) {
+	n := a.findNode(m.Node)
+	if n == nil {
+		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
+		return
+	}
+	if m.SetAvailability {
+		n.Spec.Availability = m.Availability
+	}
+	if n.Spec.Labels == nil {
+		n.Spec.Labels = map[string]string{}
+	}
+	for k, v := range m.LabelAdd {
+		n.Spec.Labels[k] = v
+	}
+	for _, k := range m.LabelRm {
+		delete(n.Spec.Labels, k)
+	}
+	a.writeNode(ctx, &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n, ExpectedVersion: n.Meta.GetVersion()}}}, n.Id)
+}
+
+// removeNode forgets a node. A node that is still up must be drained and
+// stopped first (or --force); a manager must be demoted first.
+func (a *apiActor) removeNode(ctx actor.Context, m *messages.RemoveNodeRequest) {
+	n := a.findNode(m.Node)
+	if n == nil {
+		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
+		return
+	}
+	if n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is a manager: demote it first (`warren node demote %s`)", m.Node, m.Node)})
+		return
+	}
+	if n.GetStatus().GetState() == messages.NodeState_NODE_STATE_READY && !m.Force {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is up: drain and stop it first, or remove it anyway with --force", m.Node)})
+		return
+	}
+	a.writeNode(ctx, &messages.Command{Op: &messages.Command_RemoveNode{RemoveNode: &messages.RemoveNode{NodeId: n.Id}}}, "")
+}
+
+func (a *apiActor) writeNode(ctx actor.Context, cmd *messages.Command, nodeID string) {
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CommandResult)
+		switch {
+		case err != nil:
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; retry", err)})
+		case r == nil:
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res)})
+		case r.Error != nil:
+			ctx.Respond(&messages.NodeReply{Error: r.Error})
+		default:
+			reply := &messages.NodeReply{}
+			if nodeID != "" {
+				reply.Node = a.cfg.Store.State.Node(nodeID)
+			}
+			ctx.Respond(reply)
+		}
+	})
 }

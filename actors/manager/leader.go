@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"time"
 
@@ -32,6 +33,7 @@ type leaderActor struct {
 	cfg      LeaderConfig
 	services map[string]*actor.PID
 	nodes    map[string]*actor.PID
+	adding   map[string]bool // managers being added to raft
 	sub      *eventstream.Subscription
 }
 
@@ -45,7 +47,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 	st := a.cfg.Store.State
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		a.services, a.nodes = map[string]*actor.PID{}, map[string]*actor.PID{}
+		a.services, a.nodes, a.adding = map[string]*actor.PID{}, map[string]*actor.PID{}, map[string]bool{}
 		// Read-your-writes: everything committed by earlier leaders is
 		// applied here before the leader-only actors read the state.
 		if err := a.cfg.Store.Barrier(5 * time.Second); err != nil {
@@ -196,6 +198,51 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 	}
 	n.Description = proto.Clone(m.Description).(*messages.NodeDescription)
 	n.Status = &messages.NodeStatus{State: messages.NodeState_NODE_STATE_READY, LastHeartbeatUnixNano: now, Message: "registered"}
+	if m.Role == messages.NodeRole_NODE_ROLE_MANAGER && !a.isVoter(m.NodeId) {
+		// A joined manager becomes a raft voter before it is recorded; the
+		// change runs off the mailbox (it waits for the new voter to be
+		// reachable) and the agent's retry comes back here if it failed.
+		if a.adding[m.NodeId] {
+			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "adding this manager to raft: retrying")})
+			return
+		}
+		a.adding[m.NodeId] = true
+		f := actor.NewFuture(ctx.ActorSystem(), 20*time.Second)
+		root, pid, st := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
+		go func() {
+			err := st.AddVoter(m.NodeId, m.Description.GetRaftAddr(), 15*time.Second)
+			root.Send(pid, &messages.Error{Message: errString(err)})
+		}()
+		ctx.ReenterAfter(f, func(res any, err error) {
+			delete(a.adding, m.NodeId)
+			if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
+				a.cfg.Log.Warn("add manager to raft", zap.String("node", m.NodeId), zap.String("error", fmt.Sprint(err, e.GetMessage())))
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "add manager to raft: %v %s", err, e.GetMessage())})
+				return
+			}
+			a.cfg.Log.Info("manager added to raft", zap.String("node", m.NodeId), zap.String("raft", m.Description.GetRaftAddr()))
+			a.upsertRegistered(ctx, n)
+		})
+		return
+	}
+	a.upsertRegistered(ctx, n)
+}
+
+func (a *leaderActor) isVoter(id string) bool {
+	servers, err := a.cfg.Store.Servers()
+	if err != nil {
+		return false
+	}
+	for _, s := range servers {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *leaderActor) upsertRegistered(ctx actor.Context, n *messages.Node) {
+	st := a.cfg.Store.State
 	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}}, proposeTimeout+time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.CommandResult)
@@ -207,8 +254,19 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 		case r.Error != nil:
 			ctx.Respond(&messages.RegisterNodeReply{Error: r.Error})
 		default:
-			a.spawnNode(ctx, m.NodeId)
-			ctx.Respond(&messages.RegisterNodeReply{Node: st.Node(m.NodeId)})
+			a.spawnNode(ctx, n.Id)
+			ctx.Respond(&messages.RegisterNodeReply{Node: st.Node(n.Id), Managers: managerActorAddrs(st)})
 		}
 	})
+}
+
+// managerActorAddrs lists every manager's actor address.
+func managerActorAddrs(st *store.State) []string {
+	var out []string
+	for _, n := range st.Nodes() {
+		if n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER && n.Description.GetAddr() != "" {
+			out = append(out, n.Description.GetAddr())
+		}
+	}
+	return out
 }

@@ -82,6 +82,9 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 	case *messages.Heartbeat:
 		a.lastBeat = time.Now()
+		if ctx.Sender() != nil {
+			ctx.Respond(&messages.Heartbeat{NodeId: a.id, UnixNano: a.lastBeat.UnixNano()})
+		}
 		if n := a.cfg.Store.State.Node(a.id); n != nil && n.GetStatus().GetState() != messages.NodeState_NODE_STATE_READY {
 			a.setState(ctx, n, messages.NodeState_NODE_STATE_READY, "heartbeat resumed")
 		}
@@ -107,7 +110,7 @@ func (a *nodeActor) push(ctx actor.Context) {
 	if n == nil || n.Description.GetAddr() == "" {
 		return
 	}
-	as := &messages.Assignments{NodeId: a.id, Index: st.Index()}
+	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st)}
 	for _, t := range st.Tasks(store.TaskFilter{NodeID: a.id}) {
 		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING || !terminal(t.GetStatus().GetState()) {
 			as.Tasks = append(as.Tasks, t)

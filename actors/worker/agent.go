@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -30,6 +32,7 @@ type AgentConfig struct {
 	// OpenNetwork brings up the node's task network once its subnet is known.
 	OpenNetwork func(subnet netip.Prefix) (Network, error)
 	CachePath   string // bbolt file holding the last assignment set
+	UploadDir   string // images other nodes send land here before import
 	Task        TaskConfig
 	Heartbeat   time.Duration
 	Log         *zap.Logger
@@ -39,6 +42,7 @@ var (
 	cacheBucket = []byte("agent")
 	keyNode     = []byte("node")
 	keyAssign   = []byte("assignments")
+	keyManagers = []byte("managers")
 )
 
 // Self-messages of the agent.
@@ -54,20 +58,24 @@ type (
 // task actors are batched into reports, and a full report is re-sent
 // periodically so a lost report heals.
 type agent struct {
-	cfg        AgentConfig
-	db         *bolt.DB
-	net        Network
-	subnet     string
-	index      uint64
-	tasks      map[string]*messages.Task // last assignment set
-	actors     map[string]*actor.PID
-	status     map[string]*messages.TaskStatusUpdate
-	pending    map[string]*messages.TaskStatusUpdate
-	flushQ     bool
-	cancel     []scheduler.CancelFunc
-	mgr        int // index into Managers of the one we talk to
-	beats      int
-	registered bool
+	cfg          AgentConfig
+	db           *bolt.DB
+	net          Network
+	subnet       string
+	index        uint64
+	tasks        map[string]*messages.Task // last assignment set
+	actors       map[string]*actor.PID
+	status       map[string]*messages.TaskStatusUpdate
+	pending      map[string]*messages.TaskStatusUpdate
+	flushQ       bool
+	cancel       []scheduler.CancelFunc
+	mgr          int      // index into managers of the one we talk to
+	managers     []string // known manager actor addresses
+	uploads      map[string]*os.File
+	beatInflight bool
+	beatFails    int
+	beats        int
+	registered   bool
 }
 
 // NewAgent returns the agent's props.
@@ -117,15 +125,65 @@ func (a *agent) Receive(ctx actor.Context) {
 		}
 		// A task still wanted here whose actor ended (it stops only after
 		// teardown) is started again by the next assignment set.
+	case *messages.ImportImageChunk:
+		a.importChunk(ctx, m)
 	case *messages.DebugCrash:
 		panic("debug crash requested for " + ctx.Self().Id)
 	}
+}
+
+// importChunk receives an image a manager distributes to every node.
+func (a *agent) importChunk(ctx actor.Context, m *messages.ImportImageChunk) {
+	fail := func(format string, args ...any) {
+		if f := a.uploads[m.UploadId]; f != nil {
+			f.Close()
+			os.Remove(f.Name())
+			delete(a.uploads, m.UploadId)
+		}
+		ctx.Respond(&messages.ImportImageReply{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_INTERNAL, Message: fmt.Sprintf(format, args...)}})
+	}
+	f := a.uploads[m.UploadId]
+	if f == nil {
+		if err := os.MkdirAll(a.cfg.UploadDir, 0o700); err != nil {
+			fail("upload dir: %v", err)
+			return
+		}
+		var err error
+		if f, err = os.CreateTemp(a.cfg.UploadDir, "import-*.tar"); err != nil {
+			fail("upload: %v", err)
+			return
+		}
+		a.uploads[m.UploadId] = f
+	}
+	if _, err := f.Write(m.Data); err != nil {
+		fail("upload: %v", err)
+		return
+	}
+	if !m.Last {
+		ctx.Respond(&messages.ImportImageReply{})
+		return
+	}
+	defer func() { f.Close(); os.Remove(f.Name()); delete(a.uploads, m.UploadId) }()
+	if _, err := f.Seek(0, 0); err != nil {
+		fail("read upload: %v", err)
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	imgs, err := a.cfg.Runtime.ImportImage(c, f)
+	if err != nil {
+		fail("import image: %v", err)
+		return
+	}
+	ctx.Respond(&messages.ImportImageReply{Images: imgs})
 }
 
 type heartbeatTick struct{}
 
 func (a *agent) start(ctx actor.Context) {
 	a.tasks, a.actors = map[string]*messages.Task{}, map[string]*actor.PID{}
+	a.uploads = map[string]*os.File{}
+	a.setManagers(nil)
 	a.status, a.pending = map[string]*messages.TaskStatusUpdate{}, map[string]*messages.TaskStatusUpdate{}
 	db, err := bolt.Open(a.cfg.CachePath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -140,6 +198,9 @@ func (a *agent) start(ctx actor.Context) {
 		}
 		if v := b.Get(keyNode); v != nil {
 			a.subnet = string(v)
+		}
+		if v := b.Get(keyManagers); v != nil {
+			a.setManagers(strings.Split(string(v), ","))
 		}
 		if v := b.Get(keyAssign); v != nil {
 			cached = &messages.Assignments{}
@@ -216,7 +277,34 @@ func (a *agent) gcOrphans() {
 }
 
 func (a *agent) managerPID() *actor.PID {
-	return actor.NewPID(a.cfg.Managers[a.mgr%len(a.cfg.Managers)], a.cfg.APIName)
+	return actor.NewPID(a.managers[a.mgr%len(a.managers)], a.cfg.APIName)
+}
+
+// setManagers puts the configured managers first (this node itself, on a
+// manager) and adds the others, without duplicates.
+func (a *agent) setManagers(list []string) {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range append(append([]string{}, a.cfg.Managers...), list...) {
+		if m != "" && !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	a.managers = out
+}
+
+// learnManagers records the managers the leader told us about, so a worker
+// that restarts while its first manager is gone still finds the others.
+func (a *agent) learnManagers(list []string) {
+	if len(list) == 0 {
+		return
+	}
+	before := strings.Join(a.managers, ",")
+	a.setManagers(list)
+	if after := strings.Join(a.managers, ","); after != before && a.db != nil {
+		_ = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyManagers, []byte(after)) })
+	}
 }
 
 func (a *agent) register(ctx actor.Context) {
@@ -232,6 +320,7 @@ func (a *agent) register(ctx actor.Context) {
 		}
 		a.subnet = r.Node.Subnet
 		_ = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyNode, []byte(a.subnet)) })
+		a.learnManagers(r.Managers)
 		if err := a.openNetwork(); err != nil {
 			a.cfg.Log.Error("task network", zap.Error(err))
 		}
@@ -245,9 +334,30 @@ func (a *agent) register(ctx actor.Context) {
 	})
 }
 
+// heartbeat is acknowledged by the leader's node actor; missed acks move
+// the agent to the next manager, and enough of them make it register again
+// (the new leader may not know it yet). Tasks are never touched for it: a
+// worker that cannot reach the managers keeps running what it runs.
 func (a *agent) heartbeat(ctx actor.Context) {
 	a.beats++
-	ctx.Send(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano()})
+	if a.beatInflight {
+		return
+	}
+	a.beatInflight = true
+	f := ctx.RequestFuture(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano()}, 2*a.cfg.Heartbeat)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		a.beatInflight = false
+		if _, ok := res.(*messages.Heartbeat); err == nil && ok {
+			a.beatFails = 0
+			return
+		}
+		a.beatFails++
+		a.mgr++
+		if a.beatFails == 3 {
+			a.cfg.Log.Warn("managers not answering heartbeats; registering again", zap.Strings("managers", a.managers))
+			ctx.Send(ctx.Self(), &registerNow{})
+		}
+	})
 	if a.beats%10 == 0 {
 		a.flush(ctx, a.status) // periodic full report heals lost ones
 	}
@@ -268,6 +378,7 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 	if m.NodeId != a.cfg.NodeID || m.Index < a.index {
 		return // for another node, or older than what we run
 	}
+	a.learnManagers(m.Managers)
 	data, err := proto.Marshal(m)
 	if err == nil {
 		err = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyAssign, data) })

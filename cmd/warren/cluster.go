@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/warrenorch/warren/actors/client"
 	"github.com/warrenorch/warren/actors/host"
+	"github.com/warrenorch/warren/messages"
 )
 
 func clusterCommand() *cli.Command {
@@ -34,8 +37,38 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "metrics-addr", Value: ":9090", Usage: "Prometheus metrics and pprof address (empty disables)"},
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 					&cli.BoolFlag{Name: "enable-debug", Usage: "accept debug hooks such as `warren debug crash` (tests only)", Hidden: true},
+					&cli.IntFlag{Name: "join-port", Value: host.DefaultJoinPort, Usage: "port managers answer join requests on (HTTPS)"},
+					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat"},
 				},
 				Action: clusterInit,
+			},
+			{
+				Name:      "join",
+				Usage:     "join this machine to a cluster as a worker or manager (per the token), or resume it; runs in the foreground",
+				ArgsUsage: "MANAGER[:PORT]...",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "token", Required: true, Usage: "join token from `warren cluster join-token worker|manager`", EnvVars: []string{"WARREN_JOIN_TOKEN"}},
+					&cli.StringFlag{Name: "data-dir", Value: "/var/lib/warren", Usage: "the node's state; the same command line resumes the node", EnvVars: []string{"WARREN_DATA_DIR"}},
+					&cli.StringFlag{Name: "advertise", Usage: "IP other nodes reach this node at (default: the address of the default route)"},
+					&cli.StringFlag{Name: "listen", Value: "0.0.0.0", Usage: "IP to listen on"},
+					&cli.IntFlag{Name: "port", Value: host.DefaultPort, Usage: "actor remoting port"},
+					&cli.IntFlag{Name: "raft-port", Value: host.DefaultRaftPort, Usage: "raft port (managers)"},
+					&cli.IntFlag{Name: "join-port", Value: host.DefaultJoinPort, Usage: "join port (managers)"},
+					&cli.StringFlag{Name: "containerd", Usage: "containerd socket to use (default: run an embedded containerd under the data dir)"},
+					&cli.StringFlag{Name: "hostname", Usage: "node name (default: the machine's hostname)"},
+					&cli.StringFlag{Name: "metrics-addr", Value: ":9090", Usage: "Prometheus metrics and pprof address (empty disables)"},
+					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+					&cli.BoolFlag{Name: "enable-debug", Hidden: true},
+					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat (managers)"},
+				},
+				Action: clusterJoin,
+			},
+			{
+				Name:      "join-token",
+				Usage:     "print the command that joins a node as a worker or manager",
+				ArgsUsage: "worker|manager",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "rotate", Usage: "replace the token first; the old one stops working"}, &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the token"}},
+				Action:    withClient(clusterJoinToken),
 			},
 			{
 				Name:   "info",
@@ -62,6 +95,18 @@ func clusterInit(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: see `warren cluster init --help`", c.Args().First())
 	}
+	return runNode(c, nil)
+}
+
+func clusterJoin(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return fmt.Errorf("no manager given: `warren cluster join --token TOKEN MANAGER[:PORT]` (as printed by `warren cluster join-token`)")
+	}
+	return runNode(c, &host.JoinConfig{Token: c.String("token"), Addrs: c.Args().Slice()})
+}
+
+// runNode runs a node in the foreground until SIGTERM or SIGINT.
+func runNode(c *cli.Context, join *host.JoinConfig) error {
 	log, err := newLogger(c.String("log-level"))
 	if err != nil {
 		return err
@@ -71,9 +116,9 @@ func clusterInit(c *cli.Context) error {
 	defer stop()
 	n, err := host.InitOrResume(ctx, host.Config{
 		DataDir: c.String("data-dir"), Advertise: c.String("advertise"), ListenHost: c.String("listen"),
-		Port: c.Int("port"), RaftPort: c.Int("raft-port"), ContainerdSocket: c.String("containerd"),
+		Port: c.Int("port"), RaftPort: c.Int("raft-port"), JoinPort: c.Int("join-port"), ContainerdSocket: c.String("containerd"),
 		ConfigDir: c.String("config-dir"), Hostname: c.String("hostname"), EnableDebug: c.Bool("enable-debug"),
-		MetricsAddr: c.String("metrics-addr"), Version: version, Log: log,
+		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), Join: join, Version: version, Log: log,
 	})
 	if err != nil {
 		return err
@@ -95,4 +140,29 @@ func clusterInfo(c *cli.Context, cl *client.Client) error {
 		return err
 	}
 	return output(c, r, func() error { return renderClusterInfo(os.Stdout, r) })
+}
+
+func clusterJoinToken(c *cli.Context, cl *client.Client) error {
+	if err := exactArgs(c, 1, "worker or manager"); err != nil {
+		return err
+	}
+	var role messages.NodeRole
+	switch c.Args().First() {
+	case "worker":
+		role = messages.NodeRole_NODE_ROLE_WORKER
+	case "manager":
+		role = messages.NodeRole_NODE_ROLE_MANAGER
+	default:
+		return fmt.Errorf("unknown role %q: use worker or manager", c.Args().First())
+	}
+	r, err := cl.JoinToken(role, c.Bool("rotate"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("quiet") {
+		fmt.Println(r.Token)
+		return nil
+	}
+	fmt.Printf("To add a %s to this cluster, run on it:\n\n    warren cluster join --token %s %s\n\n", c.Args().First(), r.Token, strings.Join(r.JoinAddrs, " "))
+	return nil
 }

@@ -91,7 +91,15 @@ func withClient(fn func(c *cli.Context, cl *client.Client) error) cli.ActionFunc
 			return err
 		}
 		defer cl.Close()
-		return fn(c, cl)
+		if err := fn(c, cl); err != nil {
+			return err
+		}
+		// Learn every manager, so the next command fails over to another
+		// when this one is gone. Best effort: the command itself succeeded.
+		if len(c.StringSlice("manager")) == 0 {
+			_ = cl.RememberManagers(c.String("config-dir"))
+		}
+		return nil
 	}
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -31,6 +33,49 @@ func nodeCommand() *cli.Command {
 						return err
 					}
 					return output(c, r, func() error { return renderNode(os.Stdout, r) })
+				})},
+			{Name: "update", Usage: "change a node's availability and labels", ArgsUsage: "NODE",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "availability", Usage: "active, pause (no new tasks) or drain (move tasks off)"},
+					&cli.StringSliceFlag{Name: "label-add", Usage: "add or change a label KEY=VALUE (repeatable)"},
+					&cli.StringSliceFlag{Name: "label-rm", Usage: "remove a label KEY (repeatable)"},
+				},
+				Action: withClient(func(c *cli.Context, cl *client.Client) error {
+					if err := exactArgs(c, 1, "one node id or hostname"); err != nil {
+						return err
+					}
+					req := &messages.UpdateNodeRequest{Node: c.Args().First(), LabelRm: c.StringSlice("label-rm")}
+					if a := c.String("availability"); a != "" {
+						v, ok := messages.NodeAvailability_value["NODE_AVAILABILITY_"+strings.ToUpper(a)]
+						if !ok {
+							return fmt.Errorf("invalid --availability %q: use active, pause or drain", a)
+						}
+						req.Availability, req.SetAvailability = messages.NodeAvailability(v), true
+					}
+					var err error
+					if req.LabelAdd, err = keyValues(c.StringSlice("label-add"), "--label-add"); err != nil {
+						return err
+					}
+					n, err := cl.UpdateNode(req)
+					if err != nil {
+						return err
+					}
+					fmt.Println(n.Id)
+					return nil
+				})},
+			{Name: "rm", Aliases: []string{"remove"}, Usage: "remove a node that left the cluster", ArgsUsage: "NODE...",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "remove it even if it still reports as up"}},
+				Action: withClient(func(c *cli.Context, cl *client.Client) error {
+					if c.NArg() == 0 {
+						return fmt.Errorf("no node named: `warren node rm NODE`")
+					}
+					for _, n := range c.Args().Slice() {
+						if err := cl.RemoveNode(n, c.Bool("force")); err != nil {
+							return err
+						}
+						fmt.Println(n)
+					}
+					return nil
 				})},
 		}),
 	}

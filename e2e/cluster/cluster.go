@@ -56,6 +56,7 @@ type Host struct {
 	WarrenPid int
 	LogPath   string
 	waitErr   chan error
+	joinArgs  []string // set by SetJoin: the node's command line is a join
 }
 
 // Options configure New.
@@ -277,14 +278,19 @@ func (host *Host) InitArgs(extra ...string) []string {
 		"--metrics-addr", "", "--enable-debug", "--log-level", "debug"}, extra...)
 }
 
-// Start runs `warren cluster init` on the host in the background.
+// Start runs the host's node command line in the background: `warren
+// cluster init` unless SetJoin made it a `cluster join`.
 func (host *Host) Start(extra ...string) error {
+	args := host.InitArgs(extra...)
+	if host.joinArgs != nil {
+		args = append(append([]string{}, host.joinArgs...), extra...)
+	}
 	logf, err := os.OpenFile(host.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("nsenter", host.nsenterArgs(host.InitArgs(extra...)...)...)
+	cmd := exec.Command("nsenter", host.nsenterArgs(args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start warren on %s: %w", host.Name, err)
@@ -484,6 +490,7 @@ func (host *Host) ContainerdSocket() string {
 
 // Close tears everything down; it is safe to call more than once.
 func (h *Harness) Close() {
+	h.undoFaults() // faults.go: heal and plug first
 	for _, host := range h.Hosts {
 		if h.t.Failed() {
 			h.t.Logf("--- warren log of %s ---\n%s", host.Name, host.LogTail(60))

@@ -1,0 +1,18 @@
+package cluster
+
+// JoinArgs is a joining node's command line, the same on every start.
+func (host *Host) JoinArgs(token string, managers ...string) []string {
+	args := []string{host.h.Bin, "--config-dir", host.ConfigDir, "cluster", "join", "--token", token,
+		"--data-dir", host.DataDir, "--advertise", host.IP, "--hostname", host.Name,
+		"--metrics-addr", "", "--enable-debug", "--log-level", "debug"}
+	return append(args, managers...)
+}
+
+// SetJoin makes the host's command line `warren cluster join` with token
+// and the managers' join addresses, for this start and every restart.
+func (host *Host) SetJoin(token string, managers ...string) {
+	host.joinArgs = host.JoinArgs(token, managers...)
+}
+
+// JoinAddr is the host's join endpoint (when it is a manager).
+func (host *Host) JoinAddr() string { return host.IP + ":4282" }
