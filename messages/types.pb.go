@@ -1920,7 +1920,11 @@ type Task struct {
 	Status       *TaskStatus            `protobuf:"bytes,10,opt,name=status,proto3" json:"status,omitempty"`
 	// Fencing epoch: bumped when the task is (re)assigned; a worker only acts on
 	// an assignment whose epoch is not older than what it has seen.
-	Epoch         uint64 `protobuf:"varint,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Set when the task replaces another one: its id and why (node down,
+	// node drained, rejected, spec changed).
+	Replaces      string `protobuf:"bytes,12,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2030,6 +2034,20 @@ func (x *Task) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Task) GetReplaces() string {
+	if x != nil {
+		return x.Replaces
+	}
+	return ""
+}
+
+func (x *Task) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type TaskStatus struct {
@@ -2290,7 +2308,7 @@ const file_types_proto_rawDesc = "" +
 	"\x04spec\x18\x03 \x01(\v2\x16.warren.v1.ServiceSpecR\x04spec\x12;\n" +
 	"\rprevious_spec\x18\x04 \x01(\v2\x16.warren.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
 	"\fspec_version\x18\x05 \x01(\x04R\vspecVersion\x12\x10\n" +
-	"\x03vip\x18\x06 \x01(\tR\x03vip\"\xf9\x02\n" +
+	"\x03vip\x18\x06 \x01(\tR\x03vip\"\xad\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0f.warren.v1.MetaR\x04meta\x12\x1d\n" +
@@ -2304,7 +2322,9 @@ const file_types_proto_rawDesc = "" +
 	"\rdesired_state\x18\t \x01(\x0e2\x14.warren.v1.TaskStateR\fdesiredState\x12-\n" +
 	"\x06status\x18\n" +
 	" \x01(\v2\x15.warren.v1.TaskStatusR\x06status\x12\x14\n" +
-	"\x05epoch\x18\v \x01(\x04R\x05epoch\"\xcb\x02\n" +
+	"\x05epoch\x18\v \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\breplaces\x18\f \x01(\tR\breplaces\x12\x16\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\"\xcb\x02\n" +
 	"\n" +
 	"TaskStatus\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.warren.v1.TaskStateR\x05state\x12\x18\n" +

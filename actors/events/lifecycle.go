@@ -82,13 +82,18 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 			ev.Attrs["service"] = t.ServiceName
 			ev.Attrs["node"] = t.NodeId
 			ev.Attrs["desired"] = TaskStateName(t.DesiredState)
-			if c.Op == messages.ChangeOp_CHANGE_OP_UPDATE {
+			switch {
+			case c.Op == messages.ChangeOp_CHANGE_OP_UPDATE:
 				ev.Type = "task." + TaskStateName(t.GetStatus().GetState())
 				ev.Message = t.GetStatus().GetMessage()
 				if e := t.GetStatus().GetErr(); e != "" {
 					ev.Message = e
 				}
-			} else {
+			case c.Op == messages.ChangeOp_CHANGE_OP_CREATE && t.Replaces != "":
+				ev.Type = "task.rescheduled"
+				ev.Attrs["replaces"] = t.Replaces
+				ev.Message = t.Reason
+			default:
 				ev.Type = "task." + op(c.Op)
 			}
 		case *messages.Change_Node:

@@ -58,6 +58,7 @@ type Config struct {
 	EnableDebug      bool
 	MetricsAddr      string // "" disables
 	NodeDownAfter    time.Duration
+	MaxDisconnect    time.Duration // see manager.LeaderConfig
 	JoinPort         int
 	// Join, when set, makes an empty data dir join an existing cluster
 	// (`cluster join`) instead of creating one.
@@ -121,6 +122,9 @@ func (c *Config) defaults() error {
 	}
 	if c.NodeDownAfter == 0 {
 		c.NodeDownAfter = 10 * time.Second
+	}
+	if c.MaxDisconnect == 0 {
+		c.MaxDisconnect = time.Hour
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
@@ -380,7 +384,8 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 	if err != nil {
 		return err
 	}
-	leaderCfg := manager.LeaderConfig{Store: n.st, Log: log.Named("leader"), NodeDownAfter: cfg.NodeDownAfter, ResyncEvery: 10 * time.Second}
+	leaderCfg := manager.LeaderConfig{Store: n.st, Log: log.Named("leader"), NodeDownAfter: cfg.NodeDownAfter,
+		ResyncEvery: 10 * time.Second, MaxDisconnect: cfg.MaxDisconnect}
 	if _, err := manager.Start(sys, manager.Config{
 		Store: n.st, Log: log.Named("manager"), Leader: leaderCfg,
 		API: manager.APIConfig{Store: n.st, Images: n.rt, NodeID: nf.NodeID, Version: cfg.Version,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/scheduler"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
@@ -23,6 +24,11 @@ type LeaderConfig struct {
 	// ResyncEvery pushes each node its full assignment set this often, so a
 	// lost message can never leave a worker drifting.
 	ResyncEvery time.Duration
+	// MaxDisconnect: the records of stopped tasks on a node down this long
+	// (or removed) are dropped. Their replacements run elsewhere from the
+	// moment the node is down; this only bounds what the state remembers.
+	// A node that returns later stops whatever it still runs of them.
+	MaxDisconnect time.Duration
 }
 
 // leaderActor lives only while this manager is the raft leader. It spawns one
@@ -35,6 +41,7 @@ type leaderActor struct {
 	nodes    map[string]*actor.PID
 	adding   map[string]bool // managers being added to raft
 	sub      *eventstream.Subscription
+	gc       scheduler.CancelFunc
 }
 
 func newLeader(cfg LeaderConfig) *actor.Props {
@@ -56,10 +63,14 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		ctx.SpawnNamed(newScheduler(a.cfg), "scheduler")
 		a.sync(ctx)
 		a.sub = subscribeState(ctx, func(*messages.StateChanged) bool { return true })
-	case *actor.Stopping:
+		a.gc = scheduler.NewTimerScheduler(ctx).SendRepeatedly(30*time.Second, 30*time.Second, ctx.Self(), &tick{kind: "gc"})
+	case *actor.Stopping, *actor.Restarting:
 		unsubscribe(ctx, a.sub)
-	case *actor.Restarting:
-		unsubscribe(ctx, a.sub)
+		if a.gc != nil {
+			a.gc()
+		}
+	case *tick:
+		a.reap(ctx, st.Tasks(store.TaskFilter{}))
 	case *messages.StateChanged:
 		if m.Restored {
 			a.sync(ctx)
@@ -169,16 +180,25 @@ func (a *leaderActor) onChange(ctx actor.Context, m *messages.StateChanged) {
 	a.reap(ctx, tasks)
 }
 
-// reap removes tasks of deleted services once their workers report them
-// finished, or at once when they never reached a node.
+// reap removes stopped tasks of deleted services once their workers report
+// them finished, and stopped tasks whose node is removed or down for longer
+// than MaxDisconnect.
 func (a *leaderActor) reap(ctx actor.Context, tasks []*messages.Task) {
 	st := a.cfg.Store.State
 	var ids []string
+	now := time.Now()
 	for _, t := range tasks {
-		if st.Service(t.ServiceId) != nil || t.DesiredState != messages.TaskState_TASK_STATE_SHUTDOWN {
+		if t.DesiredState != messages.TaskState_TASK_STATE_SHUTDOWN {
 			continue
 		}
-		if terminal(t.GetStatus().GetState()) || t.NodeId == "" || st.Node(t.NodeId) == nil {
+		n := st.Node(t.NodeId)
+		gone := t.NodeId == "" || n == nil ||
+			(n.GetStatus().GetState() == messages.NodeState_NODE_STATE_DOWN && a.cfg.MaxDisconnect > 0 &&
+				now.Sub(time.Unix(0, n.GetStatus().GetLastHeartbeatUnixNano())) > a.cfg.MaxDisconnect)
+		switch {
+		case gone:
+			ids = append(ids, t.Id)
+		case st.Service(t.ServiceId) == nil && terminal(t.GetStatus().GetState()):
 			ids = append(ids, t.Id)
 		}
 	}

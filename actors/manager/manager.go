@@ -1,8 +1,11 @@
 package manager
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/warrenorch/warren/actors/events"
+	"github.com/warrenorch/warren/messages"
 	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/store"
@@ -60,6 +63,7 @@ func (a *managerActor) lead(ctx actor.Context, on bool) {
 	switch {
 	case on && a.leader == nil:
 		a.cfg.Log.Info("became leader: starting leader-only actors")
+		ctx.ActorSystem().EventStream.Publish(&messages.Event{UnixNano: time.Now().UnixNano(), Type: "leader.elected", Subject: a.cfg.API.NodeID, Message: "this manager leads the cluster"})
 		pid, err := ctx.SpawnNamed(newLeader(a.cfg.Leader), "leader")
 		if err != nil {
 			a.cfg.Log.Error("spawn leader actor", zap.Error(err))
@@ -68,6 +72,7 @@ func (a *managerActor) lead(ctx actor.Context, on bool) {
 		a.leader = pid
 	case !on && a.leader != nil:
 		a.cfg.Log.Info("lost leadership: stopping leader-only actors")
+		ctx.ActorSystem().EventStream.Publish(&messages.Event{UnixNano: time.Now().UnixNano(), Type: "leader.lost", Subject: a.cfg.API.NodeID, Message: "this manager no longer leads"})
 		ctx.Stop(a.leader)
 		a.leader = nil
 	}

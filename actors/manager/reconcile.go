@@ -3,6 +3,7 @@ package manager
 import (
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warrenorch/warren/messages"
@@ -62,25 +63,69 @@ func NewTask(svc *messages.Service, slot uint64, nodeID string) *messages.Task {
 	return t
 }
 
+// nodeLost says why a task's node can no longer run it ("" if it can):
+// the node was removed, is down, or is being drained.
+func nodeLost(t *messages.Task, byID map[string]*messages.Node) string {
+	if t.NodeId == "" {
+		return ""
+	}
+	n := byID[t.NodeId]
+	switch {
+	case n == nil:
+		return "node removed"
+	case n.GetStatus().GetState() == messages.NodeState_NODE_STATE_DOWN:
+		return "node down"
+	case n.GetSpec().GetAvailability() == messages.NodeAvailability_NODE_AVAILABILITY_DRAIN:
+		return "node drained"
+	}
+	return ""
+}
+
+func startFirst(s *messages.ServiceSpec) bool {
+	return s.GetUpdateConfig().GetOrder() == messages.UpdateOrder_UPDATE_ORDER_START_FIRST
+}
+
 // Reconcile compares a service with its tasks and returns what to change. It
-// is a pure function of its inputs; now is passed in for the restart delay.
-// For a global service, nodes are the ones it must run on.
+// is a pure function of its inputs: the service, its tasks, every node of
+// the cluster, and now (for restart delays).
+//
+// Replicated tasks are replaced when no worker can run them any more
+// (rejected, or their node is down, drained or removed) or when the spec's
+// template changed. With update order start-first the old task keeps
+// running until its replacement runs; otherwise it is stopped first. A
+// global service runs one task per eligible node; its tasks on a down or
+// paused node are kept (they come back with the node).
 func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.Node, now time.Time) Plan {
 	var p Plan
-	bySlot := map[uint64][]*messages.Task{}
+	global := svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL
+	byID := map[string]*messages.Node{}
+	for _, n := range nodes {
+		byID[n.Id] = n
+	}
+	want := map[uint64]string{} // slot -> node ("" = scheduler places)
 	key := func(t *messages.Task) uint64 { return t.Slot }
-	if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+	if global {
 		idx := map[string]uint64{}
 		for i, n := range nodes {
 			idx[n.Id] = uint64(i + 1)
 		}
+		for _, n := range eligible(svc, nodes) {
+			want[idx[n.Id]] = n.Id
+		}
 		key = func(t *messages.Task) uint64 {
-			if k, ok := idx[t.NodeId]; ok {
-				return k
+			n := byID[t.NodeId]
+			if n == nil || n.GetSpec().GetAvailability() == messages.NodeAvailability_NODE_AVAILABILITY_DRAIN || !constraintsHold(svc.Spec, n) {
+				return 0 // gone from this node for good
 			}
-			return 0 // node not eligible any more
+			want[idx[n.Id]] = n.Id // keep it on a down or paused node
+			return idx[n.Id]
+		}
+	} else {
+		for s := uint64(1); s <= svc.Spec.Replicas; s++ {
+			want[s] = ""
 		}
 	}
+	bySlot := map[uint64][]*messages.Task{}
 	var finished []*messages.Task
 	for _, t := range tasks {
 		if t.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
@@ -89,21 +134,20 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 			}
 			continue
 		}
-		bySlot[key(t)] = append(bySlot[key(t)], t)
-	}
-	want := map[uint64]string{} // slot -> node ("" = scheduler places)
-	if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
-		for i, n := range nodes {
-			want[uint64(i+1)] = n.Id
-		}
-	} else {
-		for s := uint64(1); s <= svc.Spec.Replicas; s++ {
-			want[s] = ""
-		}
+		k := key(t)
+		bySlot[k] = append(bySlot[k], t)
 	}
 	shutdown := func(t *messages.Task) {
 		t.DesiredState = messages.TaskState_TASK_STATE_SHUTDOWN
 		p.Shutdown = append(p.Shutdown, t)
+	}
+	replace := func(old *messages.Task, slot uint64, reason string, keepOld bool) {
+		if !keepOld {
+			shutdown(old)
+		}
+		nt := NewTask(svc, slotNum(svc, slot), want[slot])
+		nt.Replaces, nt.Reason = old.Id, reason
+		p.Create = append(p.Create, nt)
 	}
 	for slot, ts := range bySlot {
 		if _, ok := want[slot]; !ok {
@@ -112,18 +156,29 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 			}
 			continue
 		}
-		// Keep the newest task of a slot; more than one is a leftover.
+		// The newest task of a slot is the one that counts. Older ones are
+		// leftovers, except while a start-first replacement is not running
+		// yet: then the old one serves until it does.
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Meta.GetCreatedUnixNano() > ts[j].Meta.GetCreatedUnixNano() })
+		cur := ts[0]
+		curRunning := cur.GetStatus().GetState() == messages.TaskState_TASK_STATE_RUNNING
 		for _, t := range ts[1:] {
+			if lost := nodeLost(t, byID); startFirst(svc.Spec) && !curRunning && nodeLost(cur, byID) == "" && (lost == "" || lost == "node drained") {
+				continue
+			}
 			shutdown(t)
 		}
-		cur := ts[0]
+		lost := ""
+		if !global {
+			lost = nodeLost(cur, byID)
+		}
 		switch {
 		case !messages.TemplateEqual(cur.Spec, svc.Spec):
-			// Stop-first replacement; the deployment actor of a later
-			// issue paces this with parallelism and health gates.
-			shutdown(cur)
-			p.Create = append(p.Create, NewTask(svc, slotNum(svc, slot), want[slot]))
+			replace(cur, slot, "spec changed", startFirst(svc.Spec))
+		case lost != "":
+			// A drained node's task may serve until its replacement runs;
+			// a down or removed node's task serves nobody.
+			replace(cur, slot, lost, lost == "node drained" && startFirst(svc.Spec))
 		case needsReplacement(cur):
 			wait := restartDelay(svc.Spec) - now.Sub(time.Unix(0, cur.GetStatus().GetTimestampUnixNano()))
 			if wait > 0 {
@@ -133,8 +188,7 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 				delete(want, slot) // the slot is taken until the delay ends
 				continue
 			}
-			shutdown(cur)
-			p.Create = append(p.Create, NewTask(svc, slotNum(svc, slot), want[slot]))
+			replace(cur, slot, strings.ToLower(strings.TrimPrefix(cur.GetStatus().GetState().String(), "TASK_STATE_")), false)
 		}
 		delete(want, slot)
 	}
@@ -151,7 +205,7 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 	hist := map[string][]*messages.Task{}
 	for _, t := range finished {
 		k := strconv.FormatUint(t.Slot, 10)
-		if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+		if global {
 			k = t.NodeId
 		}
 		hist[k] = append(hist[k], t)

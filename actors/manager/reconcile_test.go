@@ -69,6 +69,9 @@ func statusAgo(d time.Duration) taskOpt {
 
 func withSpec(s *messages.ServiceSpec) taskOpt { return func(t *messages.Task) { t.Spec = s } }
 
+// at puts a replicated task on a node.
+func at(id string) taskOpt { return func(t *messages.Task) { t.NodeId = id } }
+
 // onNode makes a global task: no slot, bound to a node.
 func onNode(id string) taskOpt {
 	return func(t *messages.Task) {
@@ -303,8 +306,9 @@ func TestReconcile(t *testing.T) {
 			shutdown: []string{"g1"},
 		},
 		{
-			name:  "global service: no eligible node shuts everything down",
+			name:  "global service: tasks of removed nodes are shut down",
 			svc:   mkService(globalSpec("agent:v1")),
+			nodes: []*messages.Node{},
 			tasks: []*messages.Task{mkTask("g1", 0, stRunning, onNode("n1")), mkTask("g2", 0, stRunning, onNode("n2"))},
 			shutdown: []string{
 				"g1", "g2",
@@ -331,7 +335,11 @@ func TestReconcile(t *testing.T) {
 			for _, tk := range tc.tasks {
 				inputs[tk.Id] = true
 			}
-			p := Reconcile(tc.svc, tc.tasks, tc.nodes, reconcileClock)
+			nodes := tc.nodes
+			if nodes == nil {
+				nodes = readyNodes("n1", "n2", "n3")
+			}
+			p := Reconcile(tc.svc, tc.tasks, nodes, reconcileClock)
 
 			var creates []string
 			ids := map[string]bool{}
@@ -399,16 +407,102 @@ func TestReconcileRestartDelayOverTime(t *testing.T) {
 	}
 	t.Run("before the delay", func(t *testing.T) {
 		svc, tasks := input()
-		p := Reconcile(svc, tasks, nil, reconcileClock.Add(time.Second))
+		p := Reconcile(svc, tasks, readyNodes("n1"), reconcileClock.Add(time.Second))
 		if len(p.Create) != 0 || len(p.Shutdown) != 0 || p.RetryAfter != 4*time.Second {
 			t.Fatalf("1s after rejection: %d created, %d shut down, retry %v; want nothing and a retry in 4s", len(p.Create), len(p.Shutdown), p.RetryAfter)
 		}
 	})
 	t.Run("after the delay", func(t *testing.T) {
 		svc, tasks := input()
-		p := Reconcile(svc, tasks, nil, reconcileClock.Add(5*time.Second))
+		p := Reconcile(svc, tasks, readyNodes("n1"), reconcileClock.Add(5*time.Second))
 		if len(p.Create) != 1 || p.Create[0].Slot != 1 || len(p.Shutdown) != 1 || p.Shutdown[0].Id != "t1" || p.RetryAfter != 0 {
 			t.Fatalf("5s after rejection: plan %+v; want t1 replaced in slot 1 and no retry", p)
 		}
 	})
+}
+
+func nodeIn(id string, st messages.NodeState, av messages.NodeAvailability) *messages.Node {
+	return &messages.Node{Id: id, Status: &messages.NodeStatus{State: st}, Spec: &messages.NodeSpec{Availability: av}}
+}
+
+// TestReconcileNodeLoss pins what happens to tasks whose node goes away.
+func TestReconcileNodeLoss(t *testing.T) {
+	ready, down := messages.NodeState_NODE_STATE_READY, messages.NodeState_NODE_STATE_DOWN
+	active, drain, pause := messages.NodeAvailability_NODE_AVAILABILITY_ACTIVE, messages.NodeAvailability_NODE_AVAILABILITY_DRAIN, messages.NodeAvailability_NODE_AVAILABILITY_PAUSE
+	startFirstSpec := webSpec("demo:v1", 1)
+	startFirstSpec.UpdateConfig = &messages.UpdateConfig{Order: messages.UpdateOrder_UPDATE_ORDER_START_FIRST}
+	cases := []struct {
+		name       string
+		svc        *messages.Service
+		nodes      []*messages.Node
+		tasks      []*messages.Task
+		shutdown   []string
+		replaces   map[string]string // new task's replaces -> reason
+		newOnNodes int               // created tasks with a node already set (global)
+	}{
+		{"task on a down node is replaced at once",
+			mkService(webSpec("demo:v1", 1)), []*messages.Node{nodeIn("n1", down, active), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning)}, []string{"t1"}, map[string]string{"t1": "node down"}, 0},
+		{"task on a removed node is replaced",
+			mkService(webSpec("demo:v1", 1)), []*messages.Node{nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning)}, []string{"t1"}, map[string]string{"t1": "node removed"}, 0},
+		{"drained node, stop-first: stopped, then replaced",
+			mkService(webSpec("demo:v1", 1)), []*messages.Node{nodeIn("n1", ready, drain), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning)}, []string{"t1"}, map[string]string{"t1": "node drained"}, 0},
+		{"drained node, start-first: the old task serves until the new one runs",
+			mkService(startFirstSpec), []*messages.Node{nodeIn("n1", ready, drain), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning, withSpec(startFirstSpec))}, nil, map[string]string{"t1": "node drained"}, 0},
+		{"start-first replacement still starting keeps the old one",
+			mkService(startFirstSpec), []*messages.Node{nodeIn("n1", ready, drain), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning, withSpec(startFirstSpec)), mkTask("t2", 1, messages.TaskState_TASK_STATE_STARTING, at("n2"), withSpec(startFirstSpec), created(5e9))}, nil, nil, 0},
+		{"start-first replacement running: the old one stops",
+			mkService(startFirstSpec), []*messages.Node{nodeIn("n1", ready, drain), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("t1", 1, stRunning, withSpec(startFirstSpec)), mkTask("t2", 1, stRunning, at("n2"), withSpec(startFirstSpec), created(5e9))}, []string{"t1"}, nil, 0},
+		{"paused node keeps its task",
+			mkService(webSpec("demo:v1", 1)), []*messages.Node{nodeIn("n1", ready, pause)},
+			[]*messages.Task{mkTask("t1", 1, stRunning)}, nil, nil, 0},
+		{"global task on a down node is kept, none added there",
+			mkService(globalSpec("agent:v1")), []*messages.Node{nodeIn("n1", down, active), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("g1", 0, stRunning, onNode("n1")), mkTask("g2", 0, stRunning, onNode("n2"))}, nil, nil, 0},
+		{"global task on a drained node is stopped",
+			mkService(globalSpec("agent:v1")), []*messages.Node{nodeIn("n1", ready, drain), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("g1", 0, stRunning, onNode("n1")), mkTask("g2", 0, stRunning, onNode("n2"))}, []string{"g1"}, nil, 0},
+		{"global service reaches a new node",
+			mkService(globalSpec("agent:v1")), []*messages.Node{nodeIn("n1", ready, active), nodeIn("n2", ready, active)},
+			[]*messages.Task{mkTask("g1", 0, stRunning, onNode("n1"))}, nil, nil, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, tk := range tc.tasks {
+				if tc.svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
+					tk.Spec = tc.svc.Spec
+				}
+			}
+			p := Reconcile(tc.svc, tc.tasks, tc.nodes, reconcileClock)
+			var shut []string
+			for _, tk := range p.Shutdown {
+				shut = append(shut, tk.Id)
+			}
+			slices.Sort(shut)
+			if !slices.Equal(shut, tc.shutdown) {
+				t.Errorf("shut down %v, want %v", shut, tc.shutdown)
+			}
+			got := map[string]string{}
+			onNode := 0
+			for _, nt := range p.Create {
+				if nt.Replaces != "" {
+					got[nt.Replaces] = nt.Reason
+				}
+				if nt.NodeId != "" {
+					onNode++
+				}
+			}
+			if len(tc.replaces) == 0 && len(got) != 0 || len(tc.replaces) > 0 && fmt.Sprint(got) != fmt.Sprint(tc.replaces) {
+				t.Errorf("replacements %v, want %v", got, tc.replaces)
+			}
+			if onNode != tc.newOnNodes {
+				t.Errorf("%d new tasks with a node, want %d", onNode, tc.newOnNodes)
+			}
+		})
+	}
 }

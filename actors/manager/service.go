@@ -67,7 +67,8 @@ func (a *serviceActor) Receive(ctx actor.Context) {
 	}
 }
 
-// eligible returns the nodes a global service runs on.
+// eligible returns the nodes a global service starts tasks on: ready,
+// active, and meeting its constraints.
 func eligible(svc *messages.Service, nodes []*messages.Node) []*messages.Node {
 	var out []*messages.Node
 	probe := &messages.Task{Spec: svc.Spec}
@@ -86,6 +87,15 @@ func eligible(svc *messages.Service, nodes []*messages.Node) []*messages.Node {
 	return out
 }
 
+func constraintsHold(s *messages.ServiceSpec, n *messages.Node) bool {
+	for _, c := range s.GetConstraints() {
+		if !constraintHolds(c, n) {
+			return false
+		}
+	}
+	return true
+}
+
 func (a *serviceActor) reconcile(ctx actor.Context) {
 	if a.inflight {
 		a.dirty = true
@@ -97,11 +107,7 @@ func (a *serviceActor) reconcile(ctx actor.Context) {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	var nodes []*messages.Node
-	if svc.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
-		nodes = eligible(svc, st.Nodes())
-	}
-	plan := Reconcile(svc, st.Tasks(store.TaskFilter{ServiceID: a.id}), nodes, time.Now())
+	plan := Reconcile(svc, st.Tasks(store.TaskFilter{ServiceID: a.id}), st.Nodes(), time.Now())
 	if plan.RetryAfter > 0 {
 		if a.retry != nil {
 			a.retry()

@@ -39,6 +39,7 @@ func clusterCommand() *cli.Command {
 					&cli.BoolFlag{Name: "enable-debug", Usage: "accept debug hooks such as `warren debug crash` (tests only)", Hidden: true},
 					&cli.IntFlag{Name: "join-port", Value: host.DefaultJoinPort, Usage: "port managers answer join requests on (HTTPS)"},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat"},
+					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (their replacements run elsewhere from the moment it is down)"},
 				},
 				Action: clusterInit,
 			},
@@ -60,6 +61,7 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 					&cli.BoolFlag{Name: "enable-debug", Hidden: true},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat (managers)"},
+					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (managers)"},
 				},
 				Action: clusterJoin,
 			},
@@ -118,7 +120,7 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 		DataDir: c.String("data-dir"), Advertise: c.String("advertise"), ListenHost: c.String("listen"),
 		Port: c.Int("port"), RaftPort: c.Int("raft-port"), JoinPort: c.Int("join-port"), ContainerdSocket: c.String("containerd"),
 		ConfigDir: c.String("config-dir"), Hostname: c.String("hostname"), EnableDebug: c.Bool("enable-debug"),
-		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), Join: join, Version: version, Log: log,
+		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), MaxDisconnect: c.Duration("max-disconnect"), Join: join, Version: version, Log: log,
 	})
 	if err != nil {
 		return err
