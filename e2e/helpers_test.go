@@ -90,14 +90,22 @@ func waitRunning(t *testing.T, h *cluster.Host, svc string, n int) []*messages.T
 // containers lists what containerd itself holds on the host, not Warren's view.
 func containers(t *testing.T, n *cluster.Host) []runtime.Status {
 	t.Helper()
+	list, err := containersErr(n)
+	must(t, err)
+	return list
+}
+
+// containersErr is containers for polling loops, where a host that is still
+// starting is not a failure.
+func containersErr(n *cluster.Host) ([]runtime.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	rt, err := runtime.NewContainerd(ctx, n.ContainerdSocket(), runtime.DefaultNamespace, zap.NewNop())
-	must(t, err)
+	if err != nil {
+		return nil, err
+	}
 	defer rt.Close()
-	list, err := rt.List(ctx)
-	must(t, err)
-	return list
+	return rt.List(ctx)
 }
 
 func ids(ts []*messages.Task) []string {

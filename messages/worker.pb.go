@@ -204,6 +204,7 @@ type Assignments struct {
 	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // store index the set was computed at
 	Tasks         []*Task                `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	Managers      []string               `protobuf:"bytes,4,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
+	Node          *Node                  `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`         // the node itself (its role may change)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +263,13 @@ func (x *Assignments) GetTasks() []*Task {
 func (x *Assignments) GetManagers() []string {
 	if x != nil {
 		return x.Managers
+	}
+	return nil
+}
+
+func (x *Assignments) GetNode() *Node {
+	if x != nil {
+		return x.Node
 	}
 	return nil
 }
@@ -748,6 +756,135 @@ func (x *JoinResponse) GetJoinAddrs() []string {
 	return nil
 }
 
+// A node whose role changed asks for a certificate of its new role.
+type CertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	CsrPem        []byte                 `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequest) Reset() {
+	*x = CertificateRequest{}
+	mi := &file_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequest) ProtoMessage() {}
+
+func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CertificateRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type CertificateReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Role          NodeRole               `protobuf:"varint,2,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	CertPem       []byte                 `protobuf:"bytes,3,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CaKeyPem      []byte                 `protobuf:"bytes,5,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"` // managers only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateReply) Reset() {
+	*x = CertificateReply{}
+	mi := &file_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateReply) ProtoMessage() {}
+
+func (x *CertificateReply) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateReply.ProtoReflect.Descriptor instead.
+func (*CertificateReply) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CertificateReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *CertificateReply) GetRole() NodeRole {
+	if x != nil {
+		return x.Role
+	}
+	return NodeRole_NODE_ROLE_UNSPECIFIED
+}
+
+func (x *CertificateReply) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *CertificateReply) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *CertificateReply) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return nil
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -763,12 +900,13 @@ const file_worker_proto_rawDesc = "" +
 	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"A\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\x7f\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\xa4\x01\n" +
 	"\vAssignments\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
 	"\x05tasks\x18\x03 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\x12\x1a\n" +
-	"\bmanagers\x18\x04 \x03(\tR\bmanagers\"b\n" +
+	"\bmanagers\x18\x04 \x03(\tR\bmanagers\x12#\n" +
+	"\x04node\x18\x05 \x01(\v2\x0f.warren.v1.NodeR\x04node\"b\n" +
 	"\x10TaskStatusReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x125\n" +
 	"\aupdates\x18\x02 \x03(\v2\x1b.warren.v1.TaskStatusUpdateR\aupdates\"(\n" +
@@ -805,7 +943,17 @@ const file_worker_proto_rawDesc = "" +
 	"\bmanagers\x18\t \x03(\tR\bmanagers\x12\x1d\n" +
 	"\n" +
 	"join_addrs\x18\n" +
-	" \x03(\tR\tjoinAddrsB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	" \x03(\tR\tjoinAddrs\"F\n" +
+	"\x12CertificateRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\"\xb3\x01\n" +
+	"\x10CertificateReply\x12&\n" +
+	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12'\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x19\n" +
+	"\bcert_pem\x18\x03 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\x05 \x01(\fR\bcaKeyPemB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -819,45 +967,50 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_worker_proto_goTypes = []any{
-	(*RegisterNode)(nil),      // 0: warren.v1.RegisterNode
-	(*RegisterNodeReply)(nil), // 1: warren.v1.RegisterNodeReply
-	(*Heartbeat)(nil),         // 2: warren.v1.Heartbeat
-	(*Assignments)(nil),       // 3: warren.v1.Assignments
-	(*TaskStatusReport)(nil),  // 4: warren.v1.TaskStatusReport
-	(*ResyncRequest)(nil),     // 5: warren.v1.ResyncRequest
-	(*Propose)(nil),           // 6: warren.v1.Propose
-	(*DebugCrash)(nil),        // 7: warren.v1.DebugCrash
-	(*DebugCrashReply)(nil),   // 8: warren.v1.DebugCrashReply
-	(*PlaceTasks)(nil),        // 9: warren.v1.PlaceTasks
-	(*JoinRequest)(nil),       // 10: warren.v1.JoinRequest
-	(*JoinResponse)(nil),      // 11: warren.v1.JoinResponse
-	(NodeRole)(0),             // 12: warren.v1.NodeRole
-	(*NodeDescription)(nil),   // 13: warren.v1.NodeDescription
-	(*Node)(nil),              // 14: warren.v1.Node
-	(*Error)(nil),             // 15: warren.v1.Error
-	(*Task)(nil),              // 16: warren.v1.Task
-	(*TaskStatusUpdate)(nil),  // 17: warren.v1.TaskStatusUpdate
-	(*Command)(nil),           // 18: warren.v1.Command
+	(*RegisterNode)(nil),       // 0: warren.v1.RegisterNode
+	(*RegisterNodeReply)(nil),  // 1: warren.v1.RegisterNodeReply
+	(*Heartbeat)(nil),          // 2: warren.v1.Heartbeat
+	(*Assignments)(nil),        // 3: warren.v1.Assignments
+	(*TaskStatusReport)(nil),   // 4: warren.v1.TaskStatusReport
+	(*ResyncRequest)(nil),      // 5: warren.v1.ResyncRequest
+	(*Propose)(nil),            // 6: warren.v1.Propose
+	(*DebugCrash)(nil),         // 7: warren.v1.DebugCrash
+	(*DebugCrashReply)(nil),    // 8: warren.v1.DebugCrashReply
+	(*PlaceTasks)(nil),         // 9: warren.v1.PlaceTasks
+	(*JoinRequest)(nil),        // 10: warren.v1.JoinRequest
+	(*JoinResponse)(nil),       // 11: warren.v1.JoinResponse
+	(*CertificateRequest)(nil), // 12: warren.v1.CertificateRequest
+	(*CertificateReply)(nil),   // 13: warren.v1.CertificateReply
+	(NodeRole)(0),              // 14: warren.v1.NodeRole
+	(*NodeDescription)(nil),    // 15: warren.v1.NodeDescription
+	(*Node)(nil),               // 16: warren.v1.Node
+	(*Error)(nil),              // 17: warren.v1.Error
+	(*Task)(nil),               // 18: warren.v1.Task
+	(*TaskStatusUpdate)(nil),   // 19: warren.v1.TaskStatusUpdate
+	(*Command)(nil),            // 20: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	12, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	13, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	14, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	15, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	16, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	17, // 5: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	18, // 6: warren.v1.Propose.command:type_name -> warren.v1.Command
-	15, // 7: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	16, // 8: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
-	15, // 9: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
-	12, // 10: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	15, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	16, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	17, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	18, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	16, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
+	19, // 6: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	20, // 7: warren.v1.Propose.command:type_name -> warren.v1.Command
+	17, // 8: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	18, // 9: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	17, // 10: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
+	14, // 11: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
+	17, // 12: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
+	14, // 13: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -873,7 +1026,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -29,6 +29,10 @@ type Config struct {
 	Log       *zap.Logger
 	// OnChange is called after every apply (see FSM.OnChange).
 	OnChange func(*messages.StateChanged)
+	// ForceNewCluster rewrites the raft configuration to this node alone
+	// before starting: the documented recovery when a majority of managers
+	// is lost for good. The state is kept; the other managers are dropped.
+	ForceNewCluster bool
 }
 
 // Store is one raft node with its FSM state.
@@ -104,6 +108,24 @@ func Open(cfg Config, bootstrap bool) (*Store, error) {
 	s := &Store{cfg: cfg, logs: logs, snaps: snaps, trans: trans, State: NewState(), leader: make(chan bool, 16)}
 	s.fsm = &FSM{State: s.State, OnChange: cfg.OnChange}
 	rc := raftConfig(cfg.NodeID, hl)
+	if cfg.ForceNewCluster {
+		if !existing {
+			trans.Close()
+			logs.Close()
+			return nil, fmt.Errorf("--force-new-cluster needs this manager's existing raft data in %s", cfg.Dir)
+		}
+		// Recovery replays into a scratch FSM; the real one restores from
+		// the snapshot RecoverCluster leaves behind.
+		scratch := &FSM{State: NewState()}
+		if err := raft.RecoverCluster(rc, scratch, logs, logs, snaps, trans, raft.Configuration{Servers: []raft.Server{{
+			ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.Advertise), Suffrage: raft.Voter,
+		}}}); err != nil {
+			trans.Close()
+			logs.Close()
+			return nil, fmt.Errorf("force new cluster: %w", err)
+		}
+		cfg.Log.Warn("raft configuration rewritten: this manager is now the only voter (--force-new-cluster)")
+	}
 	rc.NotifyCh = s.leader
 	r, err := raft.NewRaft(rc, s.fsm, logs, logs, snaps, trans)
 	if err != nil {
@@ -161,7 +183,7 @@ func (s *Store) Apply(cmd *messages.Command, timeout time.Duration) (*messages.C
 	f := s.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+			return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
 		return nil, fmt.Errorf("raft apply: %w", err)
 	}
@@ -237,4 +259,11 @@ func (s *Store) TransferLeadership() error {
 		return err
 	}
 	return s.raft.LeadershipTransfer().Error()
+}
+
+// LeaderFresh reports whether a follower heard from its leader within d:
+// a follower that has not is about to start an election, and a write
+// forwarded to that leader would likely be lost.
+func (s *Store) LeaderFresh(d time.Duration) bool {
+	return time.Since(s.raft.LastContact()) < d
 }

@@ -2,11 +2,14 @@ package store
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/warrenorch/warren/store/pki"
 )
 
 // tlsStreamLayer is raft's StreamLayer over mutual TLS: a peer without a
@@ -33,7 +36,34 @@ func newTLSStreamLayer(bind, advertise string, cfg *tls.Config) (*tlsStreamLayer
 		ln.Close()
 		return nil, fmt.Errorf("raft advertise address %q is not routable: give --advertise an address other nodes can reach", advertise)
 	}
-	return &tlsStreamLayer{ln: tls.NewListener(ln, cfg), advertise: adv, cfg: cfg}, nil
+	return &tlsStreamLayer{ln: tls.NewListener(ln, managersOnly(cfg)), advertise: adv, cfg: managersOnly(cfg)}, nil
+}
+
+// managersOnly narrows a cluster TLS config to peers with the manager role:
+// a worker's certificate is from the same CA but has no business in raft.
+func managersOnly(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	verify := c.VerifyPeerCertificate
+	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if verify != nil {
+			if err := verify(raw, chains); err != nil {
+				return err
+			}
+		}
+		leaf, err := x509.ParseCertificate(raw[0])
+		if err != nil {
+			return err
+		}
+		p, err := pki.PeerOf(leaf)
+		if err != nil {
+			return err
+		}
+		if p.Role != pki.RoleManager {
+			return fmt.Errorf("raft is for managers; %s %q was refused", p.Role, p.Name)
+		}
+		return nil
+	}
+	return c
 }
 
 func (t *tlsStreamLayer) Accept() (net.Conn, error) { return t.ln.Accept() }

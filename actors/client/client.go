@@ -64,7 +64,7 @@ func Dial(opts Options) (*Client, error) {
 		opts.ConfigDir = DefaultConfigDir()
 	}
 	if opts.Timeout == 0 {
-		opts.Timeout = 15 * time.Second
+		opts.Timeout = 30 * time.Second // above the api's write and image-check bounds
 	}
 	cfg, err := host.LoadClientConfig(opts.ConfigDir)
 	if err != nil {
@@ -141,11 +141,17 @@ func (c *Client) Manager() string { return c.managers[c.cur] }
 
 // Request sends msg to the api actor of the manager in use and waits.
 func (c *Client) Request(msg any) (any, error) {
+	return c.RequestTimeout(msg, c.timeout)
+}
+
+// RequestTimeout is Request with its own timeout, for calls that take long
+// by nature (pulling and distributing images).
+func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
 	pid := actor.NewPID(c.Manager(), manager.NameAPI)
-	res, err := c.System.Root.RequestFuture(pid, msg, c.timeout).Result()
+	res, err := c.System.Root.RequestFuture(pid, msg, timeout).Result()
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
-			return nil, fmt.Errorf("manager %s did not answer within %s: check `warren cluster info` and the manager's log", c.Manager(), c.timeout)
+			return nil, fmt.Errorf("manager %s did not answer within %s: check `warren cluster info` and the manager's log", c.Manager(), timeout)
 		}
 		return nil, fmt.Errorf("request to %s: %w", c.Manager(), err)
 	}
@@ -185,7 +191,7 @@ func (c *Client) ClusterInfo() (*messages.ClusterInfoReply, error) {
 
 // CreateService creates a service.
 func (c *Client) CreateService(spec *messages.ServiceSpec) (*messages.Service, error) {
-	r, err := typed[*messages.ServiceReply](c.Request(&messages.CreateServiceRequest{Spec: spec}))
+	r, err := typed[*messages.ServiceReply](c.RequestTimeout(&messages.CreateServiceRequest{Spec: spec}, max(c.timeout, 90*time.Second)))
 	return r.GetService(), err
 }
 
@@ -248,7 +254,11 @@ func (c *Client) ImportImage(r io.Reader) ([]string, error) {
 		if err != nil && !last {
 			return nil, fmt.Errorf("read image: %w", err)
 		}
-		res, rerr := typed[*messages.ImportImageReply](c.Request(&messages.ImportImageChunk{UploadId: id, Seq: seq, Data: append([]byte(nil), buf[:n]...), Last: last}))
+		timeout := c.timeout
+		if last { // imported here, then sent to every node
+			timeout = 10 * time.Minute
+		}
+		res, rerr := typed[*messages.ImportImageReply](c.RequestTimeout(&messages.ImportImageChunk{UploadId: id, Seq: seq, Data: append([]byte(nil), buf[:n]...), Last: last}, timeout))
 		if rerr != nil {
 			return nil, rerr
 		}
@@ -260,7 +270,7 @@ func (c *Client) ImportImage(r io.Reader) ([]string, error) {
 
 // PullImage pulls an image from a registry onto the manager's node.
 func (c *Client) PullImage(ref string, plainHTTP bool) (string, error) {
-	r, err := typed[*messages.PullImageReply](c.Request(&messages.PullImageRequest{Ref: ref, PlainHttp: plainHTTP}))
+	r, err := typed[*messages.PullImageReply](c.RequestTimeout(&messages.PullImageRequest{Ref: ref, PlainHttp: plainHTTP}, 2*time.Minute))
 	return r.GetImage(), err
 }
 
@@ -278,6 +288,18 @@ func (c *Client) UpdateNode(req *messages.UpdateNodeRequest) (*messages.Node, er
 // RemoveNode forgets a node that left.
 func (c *Client) RemoveNode(node string, force bool) error {
 	_, err := c.Request(&messages.RemoveNodeRequest{Node: node, Force: force})
+	return err
+}
+
+// PromoteNode makes a worker a manager.
+func (c *Client) PromoteNode(node string) error {
+	_, err := c.Request(&messages.PromoteNodeRequest{Node: node})
+	return err
+}
+
+// DemoteNode makes a manager a worker.
+func (c *Client) DemoteNode(node string) error {
+	_, err := c.Request(&messages.DemoteNodeRequest{Node: node})
 	return err
 }
 

@@ -19,11 +19,15 @@ type EventOptions struct {
 
 // watcher is the local actor the hub streams events to.
 type watcher struct {
-	ch chan<- *messages.Event
+	ch  chan<- *messages.Event
+	hub *actor.PID
 }
 
 func (w *watcher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		// A manager that goes away ends the stream instead of hanging it.
+		ctx.Watch(w.hub)
 	case *messages.Event:
 		w.ch <- m
 	case *actor.Terminated:
@@ -36,12 +40,12 @@ func (w *watcher) Receive(ctx actor.Context) {
 // drops it if this process goes away.
 func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(*messages.Event) error) error {
 	ch := make(chan *messages.Event, 1024)
-	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch} }), "watch-"+messages.NewID()[:8])
+	hub := actor.NewPID(c.Manager(), manager.NameEvents)
+	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch, hub: hub} }), "watch-"+messages.NewID()[:8])
 	if err != nil {
 		return err
 	}
 	defer c.System.Root.Stop(pid)
-	hub := actor.NewPID(c.Manager(), manager.NameEvents)
 	sub := &messages.SubscribeEvents{Subscriber: pid, Replay: opts.Replay, SinceSeq: opts.SinceSeq, TypePrefixes: opts.Types}
 	if _, err := c.System.Root.RequestFuture(hub, sub, c.timeout).Result(); err != nil {
 		return fmt.Errorf("subscribe to events on %s: %w", c.Manager(), err)

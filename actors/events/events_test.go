@@ -63,6 +63,11 @@ func TestFromState(t *testing.T) {
 		{"task created", 10, []*messages.Change{{Op: create, Object: task("t1", running, &messages.TaskStatus{State: messages.TaskState_TASK_STATE_PENDING})}}, []want{
 			{typ: "task.created", subject: "t1", attrs: map[string]string{"index": "10", "service": "web", "node": "n2", "desired": "running"}},
 		}},
+		// A replacement says what it replaces and why, so `warren events`
+		// explains a task moving off a down or drained node.
+		{"task rescheduled", 10, []*messages.Change{{Op: create, Object: &messages.Change_Task{Task: &messages.Task{Id: "t2", ServiceName: "web", NodeId: "n3", DesiredState: running, Replaces: "t1", Reason: "node n2 is down"}}}}, []want{
+			{typ: "task.rescheduled", subject: "t2", message: "node n2 is down", attrs: map[string]string{"index": "10", "service": "web", "node": "n3", "desired": "running", "replaces": "t1"}},
+		}},
 		// An update is named by the state the task reached, not by "updated".
 		{"task running with message", 11, []*messages.Change{{Op: update, Object: task("t1", running, &messages.TaskStatus{State: running, Message: "started"})}}, []want{
 			{typ: "task.running", subject: "t1", message: "started", attrs: map[string]string{"index": "11", "service": "web", "node": "n2", "desired": "running"}},

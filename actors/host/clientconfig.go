@@ -69,11 +69,15 @@ func SaveAdminCredentials(dir, clusterID string, managers []string, caPEM []byte
 		c.Clusters[clusterID] = e
 	}
 	e.Dir = cdir
-	for _, m := range managers {
-		if !contains(e.Managers, m) {
-			e.Managers = append([]string{m}, e.Managers...)
+	// The given managers first, in their order (this node's own address
+	// leads), then the others already known.
+	merged := append([]string{}, managers...)
+	for _, m := range e.Managers {
+		if !contains(merged, m) {
+			merged = append(merged, m)
 		}
 	}
+	e.Managers = merged
 	c.Current = clusterID
 	data, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {

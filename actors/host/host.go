@@ -59,6 +59,7 @@ type Config struct {
 	MetricsAddr      string // "" disables
 	NodeDownAfter    time.Duration
 	MaxDisconnect    time.Duration // see manager.LeaderConfig
+	ForceNewCluster  bool          // see store.Config
 	JoinPort         int
 	// Join, when set, makes an empty data dir join an existing cluster
 	// (`cluster join`) instead of creating one.
@@ -88,7 +89,12 @@ type Node struct {
 	metrics *http.Server
 	join    *joinServer
 	created bool
+	restart chan struct{} // a role change asks the runner to restart the node
 }
+
+// Restart fires when the node must be restarted (its role changed): stop
+// it and call InitOrResume again with the same configuration.
+func (n *Node) Restart() <-chan struct{} { return n.restart }
 
 // Created reports whether this start created a new cluster.
 func (n *Node) Created() bool { return n.created }
@@ -161,7 +167,7 @@ func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, lock: lock}
+	n := &Node{cfg: cfg, lock: lock, restart: make(chan struct{}, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -348,7 +354,7 @@ func (n *Node) start(ctx context.Context) error {
 		UploadDir:   filepath.Join(cfg.DataDir, "uploads"),
 		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
 			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
-		Heartbeat: time.Second, Log: log.Named("agent"),
+		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole,
 	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
@@ -379,7 +385,8 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 		Bind:      net.JoinHostPort(cfg.ListenHost, strconv.Itoa(nf.RaftPort)),
 		Advertise: net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort)),
 		TLS:       tlsCfg, Log: log,
-		OnChange: func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) },
+		OnChange:        func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) },
+		ForceNewCluster: cfg.ForceNewCluster,
 	}, n.created && nf.Bootstrapped)
 	if err != nil {
 		return err
@@ -388,7 +395,7 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 		ResyncEvery: 10 * time.Second, MaxDisconnect: cfg.MaxDisconnect}
 	if _, err := manager.Start(sys, manager.Config{
 		Store: n.st, Log: log.Named("manager"), Leader: leaderCfg,
-		API: manager.APIConfig{Store: n.st, Images: n.rt, NodeID: nf.NodeID, Version: cfg.Version,
+		API: manager.APIConfig{Store: n.st, Images: n.rt, NodeID: nf.NodeID, Version: cfg.Version, CA: ca,
 			UploadDir: filepath.Join(cfg.DataDir, "uploads"), EnableDebug: cfg.EnableDebug, Log: log.Named("api")},
 	}); err != nil {
 		return fmt.Errorf("start manager: %w", err)
@@ -429,7 +436,59 @@ func capacity() *messages.Resources {
 	return r
 }
 
+// changeRole stores the certificate of the node's new role and asks the
+// runner to restart the node in it. A demoted manager drops its raft data
+// and the CA key; a promoted worker starts raft empty and is added as a
+// voter when it registers.
+func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte) {
+	log := n.cfg.Log.With(zap.String("node", n.File.NodeID[:12]))
+	cd := certDir(n.cfg.DataDir)
+	nf := *n.File
+	nf.Role = pki.RoleWorker
+	if role == messages.NodeRole_NODE_ROLE_MANAGER {
+		nf.Role = pki.RoleManager
+		if err := pki.WriteFile(filepath.Join(cd, "ca-key.pem"), caKeyPEM); err != nil {
+			log.Error("role change", zap.Error(err))
+			return
+		}
+	} else {
+		_ = os.Remove(filepath.Join(cd, "ca-key.pem"))
+	}
+	if err := pki.WriteFile(filepath.Join(cd, "ca.pem"), caPEM); err != nil {
+		log.Error("role change", zap.Error(err))
+		return
+	}
+	if err := (&pki.Identity{CertPEM: certPEM, KeyPEM: keyPEM}).Save(cd, "node"); err != nil {
+		log.Error("role change", zap.Error(err))
+		return
+	}
+	nf.Bootstrapped = false
+	if err := writeNodeFile(n.cfg.DataDir, &nf); err != nil {
+		log.Error("role change", zap.Error(err))
+		return
+	}
+	log.Info("role changed; restarting the node in its new role", zap.String("role", nf.Role))
+	select {
+	case n.restart <- struct{}{}:
+	default:
+	}
+}
+
+// DropRaft removes a demoted manager's raft data (call after Stop).
+func DropRaft(dataDir string) error {
+	nf, err := ReadNodeFile(dataDir)
+	if err != nil || nf == nil || nf.Role == pki.RoleManager {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(dataDir, "raft"))
+}
+
 func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
+	if n.net != nil {
+		// An agent restarted by its supervisor reopens the network; the
+		// lease db is already open in this process.
+		return n.net, nil
+	}
 	nw, err := netmesh.New(netmesh.Config{
 		Subnet: subnet, StateDir: filepath.Join(n.cfg.DataDir, "net"), NetNSDir: filepath.Join(n.cfg.DataDir, "netns"),
 		Log: n.cfg.Log.Named("netmesh"),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -36,7 +37,9 @@ type APIConfig struct {
 	Version     string
 	UploadDir   string
 	EnableDebug bool // accept DebugCrash (supervision tests)
-	Log         *zap.Logger
+	// CA signs certificates for nodes whose role changes.
+	CA  *pki.CA
+	Log *zap.Logger
 }
 
 // apiActor is the remote-facing edge: it authorizes by the caller's
@@ -66,6 +69,9 @@ func (a *apiActor) Receive(ctx actor.Context) {
 				os.Remove(f.Name())
 			}
 		}
+		return
+	case *messages.CertificateRequest:
+		a.certificate(ctx, msg.(*messages.CertificateRequest))
 		return
 	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport:
 		if err := nodeMayReport(ctx); err != nil {
@@ -171,6 +177,8 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		a.updateNode(ctx, m)
 	case *messages.RemoveNodeRequest:
 		a.removeNode(ctx, m)
+	case *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
+		a.toLeader(ctx) // membership changes are the leader's
 	case *messages.DebugCrash:
 		if !a.cfg.EnableDebug {
 			ctx.Respond(&messages.DebugCrashReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "debug hooks are off: start the node with --enable-debug")})
@@ -225,7 +233,11 @@ func (a *apiActor) toLeader(ctx actor.Context) {
 			ctx.Forward(actor.NewPID(ctx.Self().Address, NameLeader))
 			return
 		}
-		// Leader-only actors are still starting; the agent retries.
+		// Leader-only actors are still starting; the caller retries.
+		switch ctx.Message().(type) {
+		case *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leader starting: retry")})
+		}
 		if _, ok := ctx.Message().(*messages.RegisterNode); ok {
 			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leader starting: retrying")})
 		}
@@ -235,14 +247,18 @@ func (a *apiActor) toLeader(ctx actor.Context) {
 		ctx.Forward(pid)
 		return
 	}
-	if _, ok := ctx.Message().(*messages.RegisterNode); ok {
+	switch ctx.Message().(type) {
+	case *messages.RegisterNode:
 		ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "no leader yet: retrying")})
+	case *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "no leader: a majority of managers must be reachable; retry shortly")})
 	}
 }
 
 func (a *apiActor) clusterInfo() *messages.ClusterInfoReply {
 	st := a.cfg.Store.State
 	r := &messages.ClusterInfoReply{Cluster: st.Cluster(), Index: st.Index(), Version: a.cfg.Version, NodeId: a.cfg.NodeID}
+	r.Cluster.WorkerToken, r.Cluster.ManagerToken = "", "" // `cluster join-token` shows them, to admins
 	_, r.LeaderId = a.cfg.Store.Leader()
 	nodes := st.Nodes()
 	r.Nodes = uint32(len(nodes))
@@ -388,7 +404,7 @@ func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceReq
 // caller with the service as applied (svcID) or the error. The api stays
 // responsive meanwhile: the continuation runs when the future completes.
 func (a *apiActor) propose(ctx actor.Context, cmd *messages.Command, svcID string) {
-	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, proposeTimeout+time.Second)
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, writeTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		if err != nil {
 			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; the cluster may have lost its leader, retry", err)})
@@ -574,7 +590,7 @@ func (a *apiActor) joinToken(ctx actor.Context, m *messages.JoinTokenRequest) {
 		return
 	}
 	*secret = pki.NewSecret()
-	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: &messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: ci}}}}, proposeTimeout+time.Second)
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: &messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: ci}}}}, writeTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
 			ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "rotate token: %v %v", err, r.GetError().GetMessage())})
@@ -626,7 +642,7 @@ func (a *apiActor) removeNode(ctx actor.Context, m *messages.RemoveNodeRequest) 
 }
 
 func (a *apiActor) writeNode(ctx actor.Context, cmd *messages.Command, nodeID string) {
-	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, proposeTimeout+time.Second)
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, writeTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.CommandResult)
 		switch {
@@ -644,4 +660,41 @@ func (a *apiActor) writeNode(ctx actor.Context, cmd *messages.Command, nodeID st
 			ctx.Respond(reply)
 		}
 	})
+}
+
+// certificate signs a certificate for a node's current role: a node that
+// was promoted or demoted asks for one before it restarts in the new role.
+// A node may ask only for itself, and gets the role the state gives it.
+func (a *apiActor) certificate(ctx actor.Context, m *messages.CertificateRequest) {
+	id := remoting.Identity(ctx)
+	if id.Role != "local" && id.Name != m.NodeId {
+		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "%s may not ask for a certificate for node %s", id.Name, m.NodeId)})
+		return
+	}
+	n := a.cfg.Store.State.Node(m.NodeId)
+	if n == nil || a.cfg.CA == nil {
+		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "node %s unknown here", m.NodeId)})
+		return
+	}
+	role, roleName := n.Spec.GetRole(), pki.RoleWorker
+	if role == messages.NodeRole_NODE_ROLE_MANAGER {
+		roleName = pki.RoleManager
+	}
+	var ips []net.IP
+	if host, _, err := net.SplitHostPort(n.Description.GetAddr()); err == nil {
+		ips = append(ips, net.ParseIP(host))
+	}
+	cert, err := a.cfg.CA.SignCSR(m.CsrPem, n.Id, roleName, ips, 5*365*24*time.Hour)
+	if err != nil {
+		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
+		return
+	}
+	reply := &messages.CertificateReply{Role: role, CertPem: cert, CaPem: a.cfg.CA.PEM}
+	if role == messages.NodeRole_NODE_ROLE_MANAGER {
+		if reply.CaKeyPem, err = a.cfg.CA.KeyPEM(); err != nil {
+			ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "%v", err)})
+			return
+		}
+	}
+	ctx.Respond(reply)
 }

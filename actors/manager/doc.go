@@ -23,3 +23,7 @@ const (
 // proposeTimeout bounds a raft apply; a write that cannot commit within it
 // is reported as unavailable instead of hanging the caller.
 const proposeTimeout = 10 * time.Second
+
+// writeTimeout bounds how long a caller waits for the store actor: a write
+// may be held waiting for a leader, proxied, then applied.
+const writeTimeout = holdWrites + forwardTimeout + time.Second

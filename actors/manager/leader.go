@@ -3,6 +3,7 @@ package manager
 import (
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -79,6 +80,10 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		a.onChange(ctx, m)
 	case *messages.RegisterNode:
 		a.register(ctx, m)
+	case *messages.PromoteNodeRequest:
+		a.promote(ctx, m)
+	case *messages.DemoteNodeRequest:
+		a.demote(ctx, m)
 	case *messages.Heartbeat:
 		if pid, ok := a.nodes[m.NodeId]; ok {
 			ctx.Forward(pid)
@@ -289,4 +294,123 @@ func managerActorAddrs(st *store.State) []string {
 		}
 	}
 	return out
+}
+
+// findNode resolves an id, id prefix or hostname.
+func (a *leaderActor) findNode(ref string) *messages.Node {
+	st := a.cfg.Store.State
+	if n := st.Node(ref); n != nil {
+		return n
+	}
+	var match *messages.Node
+	for _, n := range st.Nodes() {
+		if n.Description.GetHostname() == ref || (len(ref) >= 4 && strings.HasPrefix(n.Id, ref)) {
+			if match != nil {
+				return nil
+			}
+			match = n
+		}
+	}
+	return match
+}
+
+// promote makes a worker a manager: the state says so first; the node sees
+// its new role in its next assignment set, gets a manager certificate,
+// restarts as a manager and is added as a raft voter when it registers.
+func (a *leaderActor) promote(ctx actor.Context, m *messages.PromoteNodeRequest) {
+	n := a.findNode(m.Node)
+	switch {
+	case n == nil:
+		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
+		return
+	case n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER:
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is already a manager", m.Node)})
+		return
+	case n.GetStatus().GetState() != messages.NodeState_NODE_STATE_READY:
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is not ready: a manager must be reachable to join raft; bring it up first", m.Node)})
+		return
+	}
+	n.Spec.Role = messages.NodeRole_NODE_ROLE_MANAGER
+	a.writeNode(ctx, n)
+}
+
+// demote makes a manager a worker, refusing what would lose quorum: the
+// managers left must still have a majority of themselves reachable.
+func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
+	st := a.cfg.Store.State
+	n := a.findNode(m.Node)
+	if n == nil {
+		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
+		return
+	}
+	if n.Spec.GetRole() != messages.NodeRole_NODE_ROLE_MANAGER {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is not a manager", m.Node)})
+		return
+	}
+	servers, err := a.cfg.Store.Servers()
+	if err != nil {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "read raft configuration: %v", err)})
+		return
+	}
+	left, healthy := 0, 0
+	for _, s := range servers {
+		if s.ID == n.Id || !s.Voter {
+			continue
+		}
+		left++
+		if o := st.Node(s.ID); o != nil && o.GetStatus().GetState() == messages.NodeState_NODE_STATE_READY {
+			healthy++
+		}
+	}
+	if left == 0 {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is the last manager: promote another node first", m.Node)})
+		return
+	}
+	if healthy < left/2+1 {
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID,
+			"demoting %s would leave %d managers of which only %d are up: that loses quorum; bring managers back or promote others first", m.Node, left, healthy)})
+		return
+	}
+	if _, self := a.cfg.Store.Leader(); self == n.Id {
+		// The leader cannot remove itself cleanly while leading: hand
+		// leadership over and let the new leader do it.
+		f := actor.NewFuture(ctx.ActorSystem(), 10*time.Second)
+		root, pid, s := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
+		go func() { root.Send(pid, &messages.Error{Message: errString(s.TransferLeadership())}) }()
+		ctx.ReenterAfter(f, func(res any, err error) {
+			if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
+				ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v %s", err, e.GetMessage())})
+				return
+			}
+			if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil {
+				ctx.Forward(pid)
+				return
+			}
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leadership moved: run the command again")})
+		})
+		return
+	}
+	f := actor.NewFuture(ctx.ActorSystem(), 20*time.Second)
+	root, pid, s := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
+	go func() { root.Send(pid, &messages.Error{Message: errString(s.RemoveServer(n.Id, 15*time.Second))}) }()
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "remove from raft: %v %s", err, e.GetMessage())})
+			return
+		}
+		n.Spec.Role = messages.NodeRole_NODE_ROLE_WORKER
+		a.writeNode(ctx, n)
+	})
+}
+
+func (a *leaderActor) writeNode(ctx actor.Context, n *messages.Node) {
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}}, proposeTimeout+time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CommandResult)
+		if err != nil || r == nil || r.Error != nil {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write node: %v %s", err, r.GetError().GetMessage())})
+			return
+		}
+		ctx.Respond(&messages.NodeReply{Node: a.cfg.Store.State.Node(n.Id)})
+	})
 }

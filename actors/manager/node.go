@@ -110,7 +110,7 @@ func (a *nodeActor) push(ctx actor.Context) {
 	if n == nil || n.Description.GetAddr() == "" {
 		return
 	}
-	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st)}
+	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st), Node: n}
 	for _, t := range st.Tasks(store.TaskFilter{NodeID: a.id}) {
 		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING || !terminal(t.GetStatus().GetState()) {
 			as.Tasks = append(as.Tasks, t)

@@ -2,7 +2,10 @@ package manager
 
 import (
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/asynkron/protoactor-go/scheduler"
 	"github.com/warrenorch/warren/actors/events"
@@ -50,37 +53,81 @@ func (a *storeActor) Receive(ctx actor.Context) {
 
 func (a *storeActor) propose(ctx actor.Context, h *heldProposal) {
 	m, sender := h.m, h.sender
-	if !a.st.IsLeader() {
-		if pid := leaderPID(a.st, NameStore); pid != nil && pid.Address != ctx.Self().Address {
-			ctx.RequestWithCustomSender(pid, m, sender)
-			return
-		}
+	retry := func() bool {
 		if time.Now().Before(h.deadline) {
 			scheduler.NewTimerScheduler(ctx).SendOnce(50*time.Millisecond, ctx.Self(), h)
+			return true
+		}
+		return false
+	}
+	unavailable := func(msg string) {
+		if sender != nil {
+			ctx.Send(sender, &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: msg}})
+		}
+	}
+	if !a.st.IsLeader() {
+		pid := leaderPID(a.st, NameStore)
+		if pid == nil || pid.Address == ctx.Self().Address || !a.st.LeaderFresh(time.Second) {
+			// No leader, or one gone quiet: an election is due. Hold the
+			// write instead of failing it.
+			if !retry() {
+				unavailable("no leader: a majority of managers must be reachable for writes; retry shortly")
+			}
 			return
 		}
-		if sender != nil {
-			ctx.Send(sender, &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
-				Message: "no leader: a majority of managers must be reachable for writes; retry shortly"}})
-		}
+		// Proxy to the leader's store actor. A write that never reached it
+		// (dead letter: no connection) is safe to resend; one that got no
+		// answer may have been applied, so that is reported, not retried.
+		f := ctx.RequestFuture(pid, m, forwardTimeout)
+		ctx.ReenterAfter(f, func(res any, err error) {
+			switch {
+			case errors.Is(err, actor.ErrDeadLetter):
+				if !retry() {
+					unavailable("the leader is unreachable: retry shortly")
+				}
+			case err != nil:
+				unavailable(fmt.Sprintf("the leader did not answer (%v): the write may or may not have been applied; check and retry", err))
+			default:
+				if r, _ := res.(*messages.CommandResult); r != nil && r.Error.GetCode() == messages.ErrorCode_ERROR_CODE_UNAVAILABLE && r.Error.GetMessage() == errNotAccepted && retry() {
+					return // the leader changed before it took the write
+				}
+				if sender != nil {
+					ctx.Send(sender, res)
+				}
+			}
+		})
 		return
 	}
-	root := ctx.ActorSystem().Root
+	root, self := ctx.ActorSystem().Root, ctx.Self()
 	go func() {
 		res, err := a.st.Apply(m.Command, proposeTimeout)
+		if errors.Is(err, store.ErrNotLeader) && errors.Is(err, raft.ErrNotLeader) && time.Now().Before(h.deadline) {
+			root.Send(self, h) // not accepted here: find the new leader
+			return
+		}
 		if err != nil {
-			code := messages.ErrorCode_ERROR_CODE_INTERNAL
-			if errors.Is(err, store.ErrNotLeader) {
+			code, msg := messages.ErrorCode_ERROR_CODE_INTERNAL, err.Error()
+			if errors.Is(err, raft.ErrNotLeader) {
+				code, msg = messages.ErrorCode_ERROR_CODE_UNAVAILABLE, errNotAccepted
+			} else if errors.Is(err, store.ErrNotLeader) {
 				code = messages.ErrorCode_ERROR_CODE_UNAVAILABLE
 			}
 			a.log.Warn("propose", zap.Error(err))
-			res = &messages.CommandResult{Error: &messages.Error{Code: code, Message: err.Error()}}
+			res = &messages.CommandResult{Error: &messages.Error{Code: code, Message: msg}}
 		}
 		if sender != nil {
 			root.Send(sender, res)
 		}
 	}()
 }
+
+// forwardTimeout bounds a write proxied to the leader: a reachable leader
+// commits in milliseconds; one that stays silent this long is cut off.
+const forwardTimeout = 5 * time.Second
+
+// errNotAccepted marks a write a manager refused because it had just lost
+// leadership: it was never applied, so the proxy may resend it.
+const errNotAccepted = "not the leader any more: write not accepted"
 
 // leaderPID returns the PID named name on the current leader, from the
 // leader's node record (its actor address), or nil if unknown.

@@ -82,23 +82,33 @@ func Identity(ctx actor.Context) pki.Peer {
 }
 
 // Allowed reports whether a peer with role may send a message of the given
-// protobuf type name. Admins (the CLI) may call the API and subscribe to
-// events; they may not send actor system messages that stop or kill actors,
-// nor the messages only nodes send. Nodes are cluster members and may send
-// anything; a later issue narrows workers further.
+// protobuf type name. Managers may send anything. Workers report for
+// themselves (registration, heartbeats, task status, certificate requests)
+// and answer what managers ask; they may not propose to the store, push
+// assignments or images, call the management API or stop actors. Admins
+// (the CLI) may call the API and follow events.
 func Allowed(role, typeName string) bool {
+	switch typeName {
+	case "actor.Watch", "actor.Unwatch", "actor.Terminated", "actor.DeadLetterResponse":
+		return role == pki.RoleManager || role == pki.RoleWorker || role == pki.RoleAdmin
+	}
 	switch role {
-	case pki.RoleManager, pki.RoleWorker:
+	case pki.RoleManager:
 		return true
+	case pki.RoleWorker:
+		switch typeName {
+		case "warren.v1.RegisterNode", "warren.v1.Heartbeat", "warren.v1.TaskStatusReport", "warren.v1.CertificateRequest",
+			"warren.v1.ImportImageReply", "warren.v1.Event":
+			return true
+		}
+		return false
 	case pki.RoleAdmin:
 		switch {
-		case strings.HasPrefix(typeName, "warren.v1.") && (strings.HasSuffix(typeName, "Request") || strings.HasSuffix(typeName, "Reply")):
+		case strings.HasPrefix(typeName, "warren.v1.") && strings.HasSuffix(typeName, "Request") &&
+			typeName != "warren.v1.CertificateRequest" && typeName != "warren.v1.ResyncRequest":
 			return true
 		case typeName == "warren.v1.ImportImageChunk", typeName == "warren.v1.SubscribeEvents",
-			typeName == "warren.v1.UnsubscribeEvents", typeName == "warren.v1.DebugCrash",
-			typeName == "warren.v1.Event":
-			return true
-		case typeName == "actor.Watch", typeName == "actor.Unwatch", typeName == "actor.Terminated":
+			typeName == "warren.v1.UnsubscribeEvents", typeName == "warren.v1.DebugCrash":
 			return true
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/runtime"
+	"github.com/warrenorch/warren/store/pki"
 )
 
 // AgentConfig configures a node's agent.
@@ -35,7 +36,11 @@ type AgentConfig struct {
 	UploadDir   string // images other nodes send land here before import
 	Task        TaskConfig
 	Heartbeat   time.Duration
-	Log         *zap.Logger
+	// OnRoleChange is called (once) with the certificate of the node's new
+	// role after a promotion or demotion; the host restarts the node in
+	// that role. Nil: roles never change here.
+	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte)
+	Log          *zap.Logger
 }
 
 var (
@@ -72,6 +77,7 @@ type agent struct {
 	mgr          int      // index into managers of the one we talk to
 	managers     []string // known manager actor addresses
 	uploads      map[string]*os.File
+	switching    bool // a role change is under way
 	beatInflight bool
 	beatFails    int
 	beats        int
@@ -130,6 +136,32 @@ func (a *agent) Receive(ctx actor.Context) {
 	case *messages.DebugCrash:
 		panic("debug crash requested for " + ctx.Self().Id)
 	}
+}
+
+// changeRole gets a certificate for the role the cluster now gives this
+// node and hands it to the host, which restarts the node in that role. The
+// node keeps running its tasks throughout; containers are adopted again.
+func (a *agent) changeRole(ctx actor.Context, role messages.NodeRole) {
+	if a.switching || a.cfg.OnRoleChange == nil {
+		return
+	}
+	keyPEM, csrPEM, err := pki.NewCSR(a.cfg.NodeID)
+	if err != nil {
+		a.cfg.Log.Error("role change: key", zap.Error(err))
+		return
+	}
+	a.switching = true
+	a.cfg.Log.Info("role changed by the cluster; asking for a new certificate", zap.String("role", role.String()))
+	f := ctx.RequestFuture(a.managerPID(), &messages.CertificateRequest{NodeId: a.cfg.NodeID, CsrPem: csrPEM}, 10*time.Second)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CertificateReply)
+		if err != nil || r == nil || r.Error != nil || r.Role != role {
+			a.cfg.Log.Warn("role change: no certificate yet; retrying on the next assignment", zap.String("error", fmt.Sprint(err, r.GetError())))
+			a.switching = false
+			return
+		}
+		a.cfg.OnRoleChange(r.Role, r.CertPem, keyPEM, r.CaPem, r.CaKeyPem)
+	})
 }
 
 // importChunk receives an image a manager distributes to every node.
@@ -379,6 +411,9 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 		return // for another node, or older than what we run
 	}
 	a.learnManagers(m.Managers)
+	if m.Node != nil && m.Node.Spec.GetRole() != a.cfg.Role {
+		a.changeRole(ctx, m.Node.Spec.GetRole())
+	}
 	data, err := proto.Marshal(m)
 	if err == nil {
 		err = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyAssign, data) })

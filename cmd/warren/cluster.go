@@ -38,6 +38,7 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 					&cli.BoolFlag{Name: "enable-debug", Usage: "accept debug hooks such as `warren debug crash` (tests only)", Hidden: true},
 					&cli.IntFlag{Name: "join-port", Value: host.DefaultJoinPort, Usage: "port managers answer join requests on (HTTPS)"},
+					&cli.BoolFlag{Name: "force-new-cluster", Usage: "recovery when a majority of managers is lost for good: restart this manager as the only voter, keeping the state"},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat"},
 					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (their replacements run elsewhere from the moment it is down)"},
 				},
@@ -116,24 +117,44 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 	defer log.Sync() //nolint:errcheck
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	n, err := host.InitOrResume(ctx, host.Config{
+	cfg := host.Config{
 		DataDir: c.String("data-dir"), Advertise: c.String("advertise"), ListenHost: c.String("listen"),
 		Port: c.Int("port"), RaftPort: c.Int("raft-port"), JoinPort: c.Int("join-port"), ContainerdSocket: c.String("containerd"),
 		ConfigDir: c.String("config-dir"), Hostname: c.String("hostname"), EnableDebug: c.Bool("enable-debug"),
-		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), MaxDisconnect: c.Duration("max-disconnect"), Join: join, Version: version, Log: log,
-	})
+		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), MaxDisconnect: c.Duration("max-disconnect"),
+		ForceNewCluster: c.Bool("force-new-cluster"), Join: join, Version: version, Log: log,
+	}
+	n, err := host.InitOrResume(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	verb := "resumed"
-	if n.Created() {
-		verb = "created"
+	for {
+		verb := "resumed"
+		if n.Created() {
+			verb = "created"
+		}
+		creds := ""
+		if n.File.Role == "manager" {
+			creds = "; CLI credentials in " + c.String("config-dir")
+		}
+		fmt.Fprintf(os.Stderr, "warren: %s %s node %s of cluster %s at %s%s\n", verb, n.File.Role, n.File.NodeID[:12], n.File.ClusterID[:12], n.Addr, creds)
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "warren: stopping (containers keep running and are adopted on the next start)")
+			n.Stop()
+			return nil
+		case <-n.Restart():
+			fmt.Fprintln(os.Stderr, "warren: role changed; restarting the node (containers keep running)")
+			n.Stop()
+			cfg.ForceNewCluster = false // a recovery happens once
+			if err := host.DropRaft(cfg.DataDir); err != nil {
+				return err
+			}
+			if n, err = host.InitOrResume(ctx, cfg); err != nil {
+				return err
+			}
+		}
 	}
-	fmt.Fprintf(os.Stderr, "warren: %s node %s of cluster %s at %s; CLI credentials in %s\n", verb, n.File.NodeID[:12], n.File.ClusterID[:12], n.Addr, c.String("config-dir"))
-	<-ctx.Done()
-	fmt.Fprintln(os.Stderr, "warren: stopping (containers keep running and are adopted on the next start)")
-	n.Stop()
-	return nil
 }
 
 func clusterInfo(c *cli.Context, cl *client.Client) error {

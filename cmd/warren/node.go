@@ -63,6 +63,10 @@ func nodeCommand() *cli.Command {
 					fmt.Println(n.Id)
 					return nil
 				})},
+			{Name: "promote", Usage: "make workers managers (raft voters)", ArgsUsage: "NODE...",
+				Action: withClient(func(c *cli.Context, cl *client.Client) error { return eachNode(c, cl.PromoteNode) })},
+			{Name: "demote", Usage: "make managers workers (refused if it would lose quorum)", ArgsUsage: "NODE...",
+				Action: withClient(func(c *cli.Context, cl *client.Client) error { return eachNode(c, cl.DemoteNode) })},
 			{Name: "rm", Aliases: []string{"remove"}, Usage: "remove a node that left the cluster", ArgsUsage: "NODE...",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "remove it even if it still reports as up"}},
 				Action: withClient(func(c *cli.Context, cl *client.Client) error {
@@ -79,4 +83,17 @@ func nodeCommand() *cli.Command {
 				})},
 		}),
 	}
+}
+
+func eachNode(c *cli.Context, fn func(string) error) error {
+	if c.NArg() == 0 {
+		return fmt.Errorf("no node named: see `%s --help`", c.Command.HelpName)
+	}
+	for _, n := range c.Args().Slice() {
+		if err := fn(n); err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		fmt.Println(n)
+	}
+	return nil
 }
