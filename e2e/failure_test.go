@@ -140,6 +140,7 @@ func TestFailures(t *testing.T) {
 		start := time.Now()
 		_, err := w.Exec("kill", "-9", strconv.Itoa(int(victim.Status.Pid)))
 		must(t, err)
+		t.Logf("%s: %s", time.Since(start).Round(time.Second), "// Restarted locally by its restart poli")
 		// Restarted locally by its restart policy, no manager involved.
 		eventually(t, 30*time.Second, "local restart during the partition", func() error {
 			list, err := containersErr(w)
@@ -153,6 +154,7 @@ func TestFailures(t *testing.T) {
 			}
 			return fmt.Errorf("task %s not running again on the worker", victim.Id)
 		})
+		t.Logf("%s: %s", time.Since(start).Round(time.Second), "// The worker itself reboots while cut o")
 		// The worker itself reboots while cut off: it starts its cached
 		// tasks without asking anyone.
 		must(t, w.PowerOff())
@@ -174,6 +176,7 @@ func TestFailures(t *testing.T) {
 			}
 			return nil
 		})
+		t.Logf("%s: %s", time.Since(start).Round(time.Second), "// Meanwhile the managers replaced its t")
 		// Meanwhile the managers replaced its tasks elsewhere.
 		eventually(t, 60*time.Second, "replacements running", func() error {
 			n := 0
@@ -190,6 +193,7 @@ func TestFailures(t *testing.T) {
 		if d := 2*time.Minute - time.Since(start); d > 0 {
 			time.Sleep(d)
 		}
+		t.Logf("%s: %s", time.Since(start).Round(time.Second), "must(t, h.Heal())\n\t\teventually(t, 120*ti")
 		must(t, h.Heal())
 		eventually(t, 120*time.Second, "converged after healing", func() error { return converged(t, h, m0, "web", 6) })
 	})
@@ -248,7 +252,7 @@ func TestFailures(t *testing.T) {
 		cli(t, l, append(at(l), "service", "scale", "web=8")...)
 		must(t, h.Heal())
 		eventually(t, 60*time.Second, "the minority manager caught up", func() error {
-			v := &messages.ServiceReply{}
+			v := &messages.Service{}
 			out, _, err := minority.CLI(append(at(minority), "service", "inspect", "web", "-o", "json")...)
 			if err != nil {
 				return err
@@ -256,8 +260,8 @@ func TestFailures(t *testing.T) {
 			if err := protojson.Unmarshal([]byte(out), v); err != nil {
 				return err
 			}
-			if v.Service.GetSpec().GetReplicas() != 8 {
-				return fmt.Errorf("replicas %d", v.Service.GetSpec().GetReplicas())
+			if v.GetSpec().GetReplicas() != 8 {
+				return fmt.Errorf("replicas %d", v.GetSpec().GetReplicas())
 			}
 			return nil
 		})

@@ -107,6 +107,20 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 			errs = append(errs, err.Error())
 		}
 	}
+	if hc := s.GetHealthCheck(); hc != nil {
+		if hc.IntervalMs < 0 || hc.TimeoutMs < 0 || hc.StartPeriodMs < 0 {
+			errs = append(errs, "health check durations cannot be negative")
+		}
+		if hc.Port > 65535 {
+			errs = append(errs, fmt.Sprintf("invalid health check port %d", hc.Port))
+		}
+		if hc.Kind == HealthCheck_KIND_EXEC && len(hc.ExecCommand) == 0 {
+			errs = append(errs, "an exec health check needs a command")
+		}
+		if hc.Kind == HealthCheck_KIND_HTTP && !strings.HasPrefix(hc.HttpPath, "/") {
+			errs = append(errs, fmt.Sprintf("health check path %q must start with /", hc.HttpPath))
+		}
+	}
 	if s.StopGracePeriodMs < 0 {
 		errs = append(errs, "stop grace period cannot be negative")
 	}

@@ -653,3 +653,73 @@ func (k *keyedMutex) lock(key string) func() {
 		k.mu.Unlock()
 	}
 }
+
+// Exec runs cmd inside the container's running task (health checks) and
+// returns its exit code and up to 4 KiB of its combined output. The context
+// bounds it; a command still running then is killed.
+func (r *Containerd) Exec(ctx context.Context, id string, cmd []string) (uint32, string, error) {
+	if len(cmd) == 0 {
+		return 0, "", fmt.Errorf("exec in %s: no command: %w", id, ErrInvalidArgument)
+	}
+	c, err := r.loadContainer(ctx, id)
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in %s: %w", id, err)
+	}
+	t, err := r.loadTask(ctx, id)
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in %s: %w", id, err)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in %s: read spec: %w", id, err)
+	}
+	ps := *spec.Process
+	ps.Args, ps.Terminal = cmd, false
+	out := &capped{max: 4096}
+	execID := fmt.Sprintf("exec-%d", time.Now().UnixNano())
+	// Cleanup must outlive a cancelled ctx.
+	bg := context.WithoutCancel(ctx)
+	p, err := t.Exec(ctx, execID, &ps, cio.NewCreator(cio.WithStreams(nil, out, out)))
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in %s: %w", id, err)
+	}
+	defer p.Delete(bg, containerd.WithProcessKill) //nolint:errcheck
+	ch, err := p.Wait(bg)
+	if err != nil {
+		return 0, "", fmt.Errorf("exec in %s: wait: %w", id, err)
+	}
+	if err := p.Start(ctx); err != nil {
+		return 0, "", fmt.Errorf("exec %q in %s: %w", cmd[0], id, err)
+	}
+	select {
+	case st := <-ch:
+		code, _, err := st.Result()
+		return code, out.String(), err
+	case <-ctx.Done():
+		_ = p.Kill(bg, syscall.SIGKILL)
+		<-ch
+		return 0, out.String(), fmt.Errorf("exec %q in %s: %w", cmd[0], id, ctx.Err())
+	}
+}
+
+// capped keeps the first max bytes written to it.
+type capped struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (c *capped) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.buf)
+}

@@ -57,6 +57,8 @@ type Runtime interface {
 	Stop(ctx context.Context, id string, grace time.Duration) error
 	// Kill sends sig to the task's init process.
 	Kill(ctx context.Context, id string, sig syscall.Signal) error
+	// Exec runs cmd in the running container; exit code and some output.
+	Exec(ctx context.Context, id string, cmd []string) (code uint32, output string, err error)
 	// Delete removes the task (killed if needed), the container, its snapshot
 	// and its cgroups; nil if the container does not exist.
 	Delete(ctx context.Context, id string) error

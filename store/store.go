@@ -45,6 +45,8 @@ type Store struct {
 	fsm    *FSM
 	State  *State
 	leader chan bool
+	// openedAt is the last log index on disk at open: WaitReplayed's goal.
+	openedAt uint64
 }
 
 // ErrNotLeader is returned by Apply on a follower.
@@ -134,6 +136,7 @@ func Open(cfg Config, bootstrap bool) (*Store, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	s.openedAt = r.LastIndex()
 	if bootstrap && !existing {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.Advertise), Suffrage: raft.Voter,
@@ -162,13 +165,15 @@ func (s *Store) Leader() (addr, id string) {
 // WaitLeader blocks until some node is leader or timeout passes.
 func (s *Store) WaitLeader(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	for {
 		if a, _ := s.Leader(); a != "" {
 			return nil
 		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("no raft leader after %s: a majority of managers must be reachable", timeout)
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("no raft leader after %s: a majority of managers must be reachable", timeout)
 }
 
 // Apply proposes cmd and waits until it is committed and applied here.
@@ -266,4 +271,18 @@ func (s *Store) TransferLeadership() error {
 // forwarded to that leader would likely be lost.
 func (s *Store) LeaderFresh(d time.Duration) bool {
 	return time.Since(s.raft.LastContact()) < d
+}
+
+// WaitReplayed waits until this node applied every entry its log held when
+// it opened (a follower applies them only once a leader tells it they are
+// committed), so a restarted manager does not serve an empty state.
+func (s *Store) WaitReplayed(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for s.raft.AppliedIndex() < s.openedAt {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("raft log replayed to %d of %d after %s: is a majority of managers reachable?", s.raft.AppliedIndex(), s.openedAt, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }

@@ -147,8 +147,14 @@ func (c *Client) Request(msg any) (any, error) {
 // RequestTimeout is Request with its own timeout, for calls that take long
 // by nature (pulling and distributing images).
 func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
-	pid := actor.NewPID(c.Manager(), manager.NameAPI)
-	res, err := c.System.Root.RequestFuture(pid, msg, timeout).Result()
+	res, err := c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
+	// A dead letter was never delivered (no api there: a node that is no
+	// longer a manager, or one going down), so trying the next manager
+	// cannot apply anything twice.
+	for tries := 1; errors.Is(err, actor.ErrDeadLetter) && tries < len(c.managers); tries++ {
+		c.cur = (c.cur + 1) % len(c.managers)
+		res, err = c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
+	}
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
 			return nil, fmt.Errorf("manager %s did not answer within %s: check `warren cluster info` and the manager's log", c.Manager(), timeout)

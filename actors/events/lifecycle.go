@@ -82,6 +82,9 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 			ev.Attrs["service"] = t.ServiceName
 			ev.Attrs["node"] = t.NodeId
 			ev.Attrs["desired"] = TaskStateName(t.DesiredState)
+			if h := t.GetStatus().GetHealth(); h != messages.HealthState_HEALTH_STATE_NONE {
+				ev.Attrs["health"] = lower(h.String(), "HEALTH_STATE_")
+			}
 			switch {
 			case c.Op == messages.ChangeOp_CHANGE_OP_UPDATE:
 				ev.Type = "task." + TaskStateName(t.GetStatus().GetState())

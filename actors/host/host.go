@@ -378,6 +378,7 @@ func (n *Node) start(ctx context.Context) error {
 func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, tlsCfg *tls.Config, log *zap.Logger) error {
 	cfg, nf, sys := n.cfg, n.File, n.system
 	var err error
+	fresh := !store.HasState(filepath.Join(cfg.DataDir, "raft"))
 	// A founder bootstraps a one-voter configuration; a joined manager
 	// starts empty and waits for the leader to add it as a voter.
 	n.st, err = store.Open(store.Config{
@@ -402,9 +403,15 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 	}
 	// A founder must lead before it serves; a restarted manager of a larger
 	// cluster serves (reads, forwarding) even before quorum is back.
+	// A new manager (joined or promoted) has no raft state: it learns of a
+	// leader only once its registration makes it a voter, so it must not
+	// wait for one here.
 	wait := 5 * time.Second
 	if nf.Bootstrapped {
 		wait = 30 * time.Second
+	}
+	if fresh && !nf.Bootstrapped {
+		wait = 0
 	}
 	if err := n.st.WaitLeader(wait); err != nil && nf.Bootstrapped && n.created {
 		return err
@@ -416,6 +423,10 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 		if err := n.st.Barrier(30 * time.Second); err != nil {
 			return fmt.Errorf("catch up with the raft log: %w", err)
 		}
+	} else if err := n.st.WaitReplayed(10 * time.Second); err != nil {
+		// Serve anyway (reads may be stale, writes are forwarded or held):
+		// a manager cut off from the others must still answer.
+		log.Warn("serving before the raft log is replayed", zap.Error(err))
 	}
 	return n.serveJoin(ca, id, log.Named("join"))
 }

@@ -49,10 +49,13 @@ type APIConfig struct {
 type apiActor struct {
 	cfg     APIConfig
 	uploads map[string]*os.File
+	held    map[any]time.Time // writes waiting for a leader, until when
 }
 
 func newAPI(cfg APIConfig) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &apiActor{cfg: cfg, uploads: map[string]*os.File{}} }, events.WithLifecycle)
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &apiActor{cfg: cfg, uploads: map[string]*os.File{}, held: map[any]time.Time{}}
+	}, events.WithLifecycle)
 }
 
 func errReply(code messages.ErrorCode, format string, a ...any) *messages.Error {
@@ -88,6 +91,35 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	if id := remoting.Identity(ctx); id.Role == pki.RoleWorker {
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "worker %s may not call the management API", id.Name)})
 		return
+	}
+	// Writes are decided on the leader: a follower still catching up must
+	// not answer "not found" or "already exists" from a stale replica.
+	switch msg.(type) {
+	case *messages.CreateServiceRequest, *messages.UpdateServiceRequest, *messages.ScaleServiceRequest,
+		*messages.DeleteServiceRequest, *messages.UpdateNodeRequest, *messages.RemoveNodeRequest, *messages.JoinTokenRequest:
+		if !a.cfg.Store.IsLeader() {
+			if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address && a.cfg.Store.LeaderFresh(time.Second) {
+				delete(a.held, msg)
+				ctx.Forward(pid)
+				return
+			}
+			// No leader in sight: an election may be under way. Hold the
+			// request a few seconds, as the store holds writes, then give up.
+			dl, ok := a.held[msg]
+			if !ok {
+				dl = time.Now().Add(holdWrites)
+				a.held[msg] = dl
+			}
+			if time.Now().Before(dl) {
+				a.after(ctx, 50*time.Millisecond, func() { a.Receive(ctx) })
+				return
+			}
+			delete(a.held, msg)
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
+				"this manager is not in contact with a leader (no majority of managers reachable from it, or it is still joining): retry, or use another manager")})
+			return
+		}
+		delete(a.held, msg)
 	}
 	st := a.cfg.Store.State
 	switch m := msg.(type) {
@@ -177,7 +209,16 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		a.updateNode(ctx, m)
 	case *messages.RemoveNodeRequest:
 		a.removeNode(ctx, m)
-	case *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
+	case *messages.DemoteNodeRequest:
+		// Demoting the leader: hand leadership over here first (the leader
+		// actor stops the moment leadership moves), then let the new
+		// leader do it.
+		if n := a.findNode(m.Node); n != nil && n.Id == a.cfg.NodeID && a.cfg.Store.IsLeader() {
+			a.demoteSelf(ctx)
+			return
+		}
+		a.toLeader(ctx)
+	case *messages.PromoteNodeRequest:
 		a.toLeader(ctx) // membership changes are the leader's
 	case *messages.DebugCrash:
 		if !a.cfg.EnableDebug {
@@ -697,4 +738,40 @@ func (a *apiActor) certificate(ctx actor.Context, m *messages.CertificateRequest
 		}
 	}
 	ctx.Respond(reply)
+}
+
+// after runs fn on the actor after d, in the context of the message being
+// handled now (same sender), without blocking the mailbox meanwhile.
+func (a *apiActor) after(ctx actor.Context, d time.Duration, fn func()) {
+	f := actor.NewFuture(ctx.ActorSystem(), d+time.Second)
+	root, pid := ctx.ActorSystem().Root, f.PID()
+	time.AfterFunc(d, func() { root.Send(pid, &messages.Error{}) })
+	ctx.ReenterAfter(f, func(any, error) { fn() })
+}
+
+func (a *apiActor) demoteSelf(ctx actor.Context) {
+	f := actor.NewFuture(ctx.ActorSystem(), 15*time.Second)
+	root, pid, st := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
+	go func() { root.Send(pid, &messages.Error{Message: errString(st.TransferLeadership())}) }()
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v %s", err, e.GetMessage())})
+			return
+		}
+		// Wait until this follower knows the new leader, then forward.
+		deadline := time.Now().Add(5 * time.Second)
+		var forward func()
+		forward = func() {
+			if pid := leaderPID(st, NameAPI); pid != nil && pid.Address != ctx.Self().Address {
+				ctx.Forward(pid)
+				return
+			}
+			if time.Now().After(deadline) {
+				ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leadership moved but no new leader is known yet: run the command again")})
+				return
+			}
+			a.after(ctx, 50*time.Millisecond, forward)
+		}
+		forward()
+	})
 }

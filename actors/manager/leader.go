@@ -372,22 +372,8 @@ func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 		return
 	}
 	if _, self := a.cfg.Store.Leader(); self == n.Id {
-		// The leader cannot remove itself cleanly while leading: hand
-		// leadership over and let the new leader do it.
-		f := actor.NewFuture(ctx.ActorSystem(), 10*time.Second)
-		root, pid, s := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
-		go func() { root.Send(pid, &messages.Error{Message: errString(s.TransferLeadership())}) }()
-		ctx.ReenterAfter(f, func(res any, err error) {
-			if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
-				ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v %s", err, e.GetMessage())})
-				return
-			}
-			if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil {
-				ctx.Forward(pid)
-				return
-			}
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leadership moved: run the command again")})
-		})
+		// The api hands leadership over before asking; this is a race.
+		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "node %s leads right now: run the command again", m.Node)})
 		return
 	}
 	f := actor.NewFuture(ctx.ActorSystem(), 20*time.Second)

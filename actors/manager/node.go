@@ -90,8 +90,15 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 	case *messages.TaskStatusReport:
 		a.lastBeat = time.Now()
-		if len(m.Updates) > 0 {
-			ctx.Request(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpdateTaskStatuses{UpdateTaskStatuses: &messages.UpdateTaskStatuses{Updates: m.Updates}}}})
+		// A node reports only for tasks assigned to it.
+		var mine []*messages.TaskStatusUpdate
+		for _, u := range m.Updates {
+			if t := a.cfg.Store.State.Task(u.TaskId); t != nil && t.NodeId == a.id {
+				mine = append(mine, u)
+			}
+		}
+		if len(mine) > 0 {
+			ctx.Request(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpdateTaskStatuses{UpdateTaskStatuses: &messages.UpdateTaskStatuses{Updates: mine}}}})
 		}
 	case *messages.CommandResult:
 		if m.Error != nil {

@@ -115,6 +115,9 @@ func Allowed(role, typeName string) bool {
 	return false
 }
 
+// AdminTarget reports whether an admin may address the actor with this id.
+func AdminTarget(id string) bool { return id == "manager/api" || id == "events" }
+
 // authorize wraps the remoting stream: each message batch is checked against
 // the role in the peer's verified certificate and stamped with it.
 func authorize(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -157,6 +160,16 @@ func (s *authStream) RecvMsg(m any) error {
 		tn := batch.TypeNames[env.TypeId]
 		if !Allowed(s.who.Role, tn) {
 			return fmt.Errorf("remoting: %s %q may not send %s", s.who.Role, s.who.Name, tn)
+		}
+		// Admins talk to the api and the events hub, nothing else: a debug
+		// hook or a stop aimed straight at another actor is refused.
+		if s.who.Role == pki.RoleAdmin {
+			if int(env.Target) >= len(batch.Targets) {
+				return fmt.Errorf("remoting: malformed batch from %s", s.who.Name)
+			}
+			if id := batch.Targets[env.Target].GetId(); !AdminTarget(id) {
+				return fmt.Errorf("remoting: admin %q may not send to %s", s.who.Name, id)
+			}
 		}
 		if env.MessageHeader == nil {
 			env.MessageHeader = &remote.MessageHeader{}

@@ -227,7 +227,8 @@ func newPKI(t *testing.T) *pkiSet {
 func TestRemotingMutualTLS(t *testing.T) {
 	p := newPKI(t)
 	server := start(t, p.ca.PEM, p.server)
-	target, stopped := spawnEcho(t, server.sys, "echo")
+	// The echo actor stands where admins may send: the api's name.
+	target, stopped := spawnEcho(t, server.sys, "manager/api")
 	remoteTarget := actor.NewPID(server.addr, target.Id)
 	admin := start(t, p.ca.PEM, p.admin)
 	manager := start(t, p.ca.PEM, p.manager)
@@ -408,4 +409,15 @@ func TestRemotingMutualTLS(t *testing.T) {
 			})
 		}
 	})
+}
+
+func TestAdminTarget(t *testing.T) {
+	for id, want := range map[string]bool{
+		"manager/api": true, "events": true,
+		"manager/store": false, "agent": false, "agent/tasks/abc": false, "manager/leader/scheduler": false, "": false,
+	} {
+		if got := AdminTarget(id); got != want {
+			t.Errorf("AdminTarget(%q) = %v, want %v", id, got, want)
+		}
+	}
 }

@@ -78,6 +78,7 @@ type agent struct {
 	managers     []string // known manager actor addresses
 	uploads      map[string]*os.File
 	switching    bool // a role change is under way
+	gcDone       bool // orphans were swept against an authoritative set
 	beatInflight bool
 	beatFails    int
 	beats        int
@@ -152,7 +153,16 @@ func (a *agent) changeRole(ctx actor.Context, role messages.NodeRole) {
 	}
 	a.switching = true
 	a.cfg.Log.Info("role changed by the cluster; asking for a new certificate", zap.String("role", role.String()))
-	f := ctx.RequestFuture(a.managerPID(), &messages.CertificateRequest{NodeId: a.cfg.NodeID, CsrPem: csrPEM}, 10*time.Second)
+	// Ask another manager than ourselves: a demoted node's own replica may
+	// not know yet what the leader decided.
+	target := a.managerPID()
+	for i := range a.managers {
+		if m := a.managers[(a.mgr+i)%len(a.managers)]; m != a.cfg.Description.GetAddr() {
+			target = actor.NewPID(m, a.cfg.APIName)
+			break
+		}
+	}
+	f := ctx.RequestFuture(target, &messages.CertificateRequest{NodeId: a.cfg.NodeID, CsrPem: csrPEM}, 10*time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.CertificateReply)
 		if err != nil || r == nil || r.Error != nil || r.Role != role {
@@ -250,8 +260,11 @@ func (a *agent) start(ctx actor.Context) {
 	if cached != nil && a.net != nil {
 		a.cfg.Log.Info("resuming cached assignments", zap.Int("tasks", len(cached.Tasks)), zap.Uint64("index", cached.Index))
 		a.apply(ctx, cached)
+		// Only with the cached set applied do we know what is ours to
+		// keep; otherwise the first assignment from a manager decides.
+		a.gcOrphans()
+		a.gcDone = true
 	}
-	a.gcOrphans()
 	ctx.Send(ctx.Self(), &registerNow{})
 }
 
@@ -428,6 +441,10 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 		}
 	}
 	a.apply(ctx, m)
+	if !a.gcDone {
+		a.gcOrphans()
+		a.gcDone = true
+	}
 }
 
 // apply makes the task actors match an assignment set.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -47,6 +48,12 @@ type (
 		err  error
 	}
 	restartNow struct{ gen int }
+	probeNow   struct{ gen int }
+	probed     struct {
+		gen int
+		err error
+	}
+	killNow struct{ gen int }
 )
 
 // taskActor owns one task's container. Its behaviour is a state machine:
@@ -65,8 +72,11 @@ type taskActor struct {
 	startedAt  time.Time
 	restarts   uint32
 	failures   []time.Time // restart attempts within the policy window
+	pid        uint32
 	delay      time.Duration
 	ip         string
+	health     messages.HealthState
+	hcFails    int
 }
 
 func newTask(cfg TaskConfig, t *messages.Task) *actor.Props {
@@ -107,7 +117,7 @@ type removeTask struct{}
 
 func (a *taskActor) report(ctx actor.Context, state messages.TaskState, msg string, mut func(*messages.TaskStatus)) {
 	st := &messages.TaskStatus{State: state, Message: msg, TimestampUnixNano: time.Now().UnixNano(),
-		ContainerId: a.task.Id, Ip: a.ip, RestartCount: a.restarts}
+		ContainerId: a.task.Id, Ip: a.ip, RestartCount: a.restarts, Health: a.health}
 	if mut != nil {
 		mut(st)
 	}
@@ -222,6 +232,11 @@ func (a *taskActor) watch(ctx actor.Context, pid uint32) {
 		}
 	}()
 	a.startedAt = time.Now()
+	a.pid = pid
+	if hc := a.task.Spec.GetHealthCheck(); hc.GetKind() != messages.HealthCheck_KIND_NONE {
+		a.health, a.hcFails = messages.HealthState_HEALTH_STATE_STARTING, 0
+		a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(min(healthInterval(hc), time.Second), ctx.Self(), &probeNow{gen: gen})
+	}
 	a.report(ctx, messages.TaskState_TASK_STATE_RUNNING, "running", func(s *messages.TaskStatus) { s.Pid = pid })
 	a.behavior.Become(a.running)
 }
@@ -238,9 +253,74 @@ func (a *taskActor) stopWatch() {
 }
 
 func (a *taskActor) running(ctx actor.Context) {
-	if m, ok := ctx.Message().(*exited); ok && m.gen == a.gen {
-		a.exitedWith(ctx, m)
+	switch m := ctx.Message().(type) {
+	case *exited:
+		if m.gen == a.gen {
+			a.exitedWith(ctx, m)
+		}
+	case *probeNow:
+		if m.gen == a.gen {
+			a.probe(ctx)
+		}
+	case *probed:
+		if m.gen == a.gen {
+			a.probeResult(ctx, m.err)
+		}
+	case *killNow:
+		if m.gen == a.gen { // still the same process after the grace period
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = a.cfg.Runtime.Kill(c, a.task.Id, syscall.SIGKILL)
+			cancel()
+		}
 	}
+}
+
+// probe runs one health check off the mailbox; its result comes back as a
+// message, so a slow check never blocks the actor.
+func (a *taskActor) probe(ctx actor.Context) {
+	hc, gen, id, ip := a.task.Spec.GetHealthCheck(), a.gen, a.task.Id, a.ip
+	self, root, rt := ctx.Self(), ctx.ActorSystem().Root, a.cfg.Runtime
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), healthTimeout(hc))
+		defer cancel()
+		root.Send(self, &probed{gen: gen, err: probe(c, hc, rt, id, ip)})
+	}()
+}
+
+// probeResult moves the task's health: healthy on a success; unhealthy after
+// `retries` failures in a row (failures inside the start period do not
+// count), and then the container is stopped so its restart policy acts.
+func (a *taskActor) probeResult(ctx actor.Context, err error) {
+	hc := a.task.Spec.GetHealthCheck()
+	next := healthInterval(hc)
+	switch {
+	case err == nil:
+		a.hcFails = 0
+		if a.health != messages.HealthState_HEALTH_STATE_HEALTHY {
+			a.health = messages.HealthState_HEALTH_STATE_HEALTHY
+			a.report(ctx, messages.TaskState_TASK_STATE_RUNNING, "healthy", func(s *messages.TaskStatus) { s.Pid = a.pid })
+		}
+	case time.Since(a.startedAt) < time.Duration(hc.GetStartPeriodMs())*time.Millisecond && a.health != messages.HealthState_HEALTH_STATE_HEALTHY:
+		next = min(next, time.Second) // still starting: check again soon
+	default:
+		a.hcFails++
+		if a.hcFails < healthRetries(hc) {
+			break
+		}
+		a.health = messages.HealthState_HEALTH_STATE_UNHEALTHY
+		a.log.Warn("task unhealthy; stopping it for its restart policy", zap.Error(err))
+		a.report(ctx, messages.TaskState_TASK_STATE_RUNNING, "unhealthy: "+err.Error(), func(s *messages.TaskStatus) { s.Pid = a.pid; s.Err = err.Error() })
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = a.cfg.Runtime.Kill(c, a.task.Id, syscall.SIGTERM)
+		cancel()
+		grace := 10 * time.Second
+		if g := a.task.Spec.GetStopGracePeriodMs(); g > 0 {
+			grace = time.Duration(g) * time.Millisecond
+		}
+		a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(grace, ctx.Self(), &killNow{gen: a.gen})
+		return
+	}
+	a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(next, ctx.Self(), &probeNow{gen: a.gen})
 }
 
 // exitedWith applies the restart policy to an exit.
@@ -275,6 +355,9 @@ func (a *taskActor) exitedWith(ctx actor.Context, m *exited) {
 			restart = false
 			msg += fmt.Sprintf("; restart policy gave up after %d attempts", rp.GetMaxAttempts())
 		}
+	}
+	if a.health != messages.HealthState_HEALTH_STATE_NONE && a.health != messages.HealthState_HEALTH_STATE_UNHEALTHY {
+		a.health = messages.HealthState_HEALTH_STATE_STARTING // the next process proves itself again
 	}
 	a.report(ctx, state, msg, func(s *messages.TaskStatus) {
 		s.ExitCode = int32(m.code)

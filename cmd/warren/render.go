@@ -153,8 +153,12 @@ func renderTasks(w io.Writer, tasks []*messages.Task, nodes []*messages.Node, no
 		if msg == "" && st.GetState() == messages.TaskState_TASK_STATE_PENDING {
 			msg = st.GetMessage()
 		}
+		state := events.TaskStateName(st.GetState())
+		if h := st.GetHealth(); h != messages.HealthState_HEALTH_STATE_NONE && st.GetState() == messages.TaskState_TASK_STATE_RUNNING {
+			state += " (" + strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_STATE_")) + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\n", short(t.Id), name, node,
-			events.TaskStateName(t.DesiredState), events.TaskStateName(st.GetState()), ago(now, st.GetTimestampUnixNano()), ip, st.GetRestartCount(), msg)
+			events.TaskStateName(t.DesiredState), state, ago(now, st.GetTimestampUnixNano()), ip, st.GetRestartCount(), msg)
 	}
 	return tw.Flush()
 }

@@ -45,6 +45,12 @@ func serviceCommand() *cli.Command {
 					&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish PUBLISHED:TARGET[/PROTO] (repeatable)"},
 					&cli.DurationFlag{Name: "stop-grace-period", Usage: "time between SIGTERM and SIGKILL (default 10s)"},
 					&cli.StringFlag{Name: "hostname", Usage: "container hostname (default: the task id)"},
+					&cli.StringFlag{Name: "health-cmd", Usage: "health check: 'http GET /path', 'tcp', 'exec CMD ARG...' or 'grpc [SERVICE]'"},
+					&cli.UintFlag{Name: "health-port", Usage: "port the http, tcp and grpc checks use (default: the first --publish target, else 80)"},
+					&cli.DurationFlag{Name: "health-interval", Usage: "time between checks (default 30s)"},
+					&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take (default 5s)"},
+					&cli.UintFlag{Name: "health-retries", Usage: "failures in a row that make a task unhealthy (default 3)"},
+					&cli.DurationFlag{Name: "health-start-period", Usage: "failures in this time after start do not count"},
 					outputFlag(),
 				},
 				Action: withClient(serviceCreate),
@@ -203,6 +209,19 @@ func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
 		s.Ports = append(s.Ports, pc)
 	}
 	s.StopGracePeriodMs = c.Duration("stop-grace-period").Milliseconds()
+	if hc := c.String("health-cmd"); hc != "" {
+		if s.HealthCheck, err = parseHealthCmd(hc); err != nil {
+			return nil, err
+		}
+		s.HealthCheck.Port = uint32(c.Uint("health-port"))
+		if s.HealthCheck.Port == 0 && len(s.Ports) > 0 {
+			s.HealthCheck.Port = s.Ports[0].TargetPort
+		}
+		s.HealthCheck.IntervalMs = c.Duration("health-interval").Milliseconds()
+		s.HealthCheck.TimeoutMs = c.Duration("health-timeout").Milliseconds()
+		s.HealthCheck.Retries = uint32(c.Uint("health-retries"))
+		s.HealthCheck.StartPeriodMs = c.Duration("health-start-period").Milliseconds()
+	}
 	// Checked here too, so a bad spec fails before any connection is made.
 	if err := messages.ValidateServiceSpec(s); err != nil {
 		return nil, err
@@ -299,4 +318,53 @@ func serviceDelete(c *cli.Context, cl *client.Client) error {
 		fmt.Println(name)
 	}
 	return nil
+}
+
+// parseHealthCmd reads --health-cmd: "http GET /healthz" (or "http
+// /healthz"), "tcp", "exec CMD ARG..." or "grpc [SERVICE]".
+func parseHealthCmd(v string) (*messages.HealthCheck, error) {
+	f := strings.Fields(v)
+	bad := fmt.Errorf("invalid --health-cmd %q: use 'http GET /path', 'tcp', 'exec CMD ARG...' or 'grpc [SERVICE]'", v)
+	if len(f) == 0 {
+		return nil, bad
+	}
+	hc := &messages.HealthCheck{}
+	switch strings.ToLower(f[0]) {
+	case "http":
+		hc.Kind, hc.HttpPath = messages.HealthCheck_KIND_HTTP, "/"
+		rest := f[1:]
+		if len(rest) > 0 && strings.EqualFold(rest[0], "GET") {
+			rest = rest[1:]
+		}
+		if len(rest) > 1 {
+			return nil, bad
+		}
+		if len(rest) == 1 {
+			if !strings.HasPrefix(rest[0], "/") {
+				return nil, bad
+			}
+			hc.HttpPath = rest[0]
+		}
+	case "tcp":
+		if len(f) != 1 {
+			return nil, bad
+		}
+		hc.Kind = messages.HealthCheck_KIND_TCP
+	case "exec", "cmd":
+		if len(f) < 2 {
+			return nil, bad
+		}
+		hc.Kind, hc.ExecCommand = messages.HealthCheck_KIND_EXEC, f[1:]
+	case "grpc":
+		if len(f) > 2 {
+			return nil, bad
+		}
+		hc.Kind = messages.HealthCheck_KIND_GRPC
+		if len(f) == 2 {
+			hc.GrpcService = f[1]
+		}
+	default:
+		return nil, bad
+	}
+	return hc, nil
 }

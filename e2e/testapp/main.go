@@ -37,7 +37,11 @@ var defaultVersion = "v1"
 func main() {
 	listen := flag.String("listen", "", "address to listen on (default :$PORT, or :80)")
 	ignoreTerm := flag.Bool("ignore-sigterm", false, "ignore SIGTERM, so that stop must escalate to SIGKILL (for runtime tests)")
+	probeURL := flag.String("probe", "", "GET this URL and exit 0 on a 2xx answer, else 1 (an in-container health check tool; the image has no curl)")
 	flag.Parse()
+	if *probeURL != "" {
+		os.Exit(probe(*probeURL))
+	}
 
 	addr := *listen
 	if addr == "" {
@@ -179,4 +183,20 @@ func (a *app) exit(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(100 * time.Millisecond)
 		os.Exit(code)
 	}()
+}
+
+// probe is the image's own curl -f for exec health checks.
+func probe(url string) int {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		fmt.Fprintln(os.Stderr, resp.Status)
+		return 1
+	}
+	return 0
 }
