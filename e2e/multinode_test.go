@@ -107,6 +107,40 @@ func TestClusterForms(t *testing.T) {
 		}
 	})
 
+	t.Run("drain moves tasks off a node, start-first; pause takes no new ones", func(t *testing.T) {
+		w := h.Hosts[4]
+		cli(t, m0, "service", "create", "sf", "--image", "demo:v1", "--replicas", "5", "--update-order", "start-first")
+		waitRunning(t, m0, "sf", 5)
+		cli(t, m0, "node", "update", "--availability", "drain", w.Name)
+		eventually(t, 90*time.Second, "nothing left on the drained node", func() error {
+			for _, svc := range []string{"web", "sf"} {
+				for _, tk := range running(tasks(t, m0, svc, false)) {
+					if tk.NodeId == w.NodeID() {
+						return fmt.Errorf("%s task %s still on %s", svc, tk.Id, w.Name)
+					}
+				}
+			}
+			if len(running(tasks(t, m0, "sf", false))) != 5 || len(running(tasks(t, m0, "web", false))) != 6 {
+				return fmt.Errorf("replicas not all running")
+			}
+			return nil
+		})
+		if ev := cli(t, m0, "events", "--type", "task.rescheduled"); !strings.Contains(ev, "node drained") {
+			t.Fatal("no task.rescheduled event for the drain")
+		}
+		p := h.Hosts[3]
+		cli(t, m0, "node", "update", "--availability", "pause", p.Name)
+		cli(t, m0, "service", "scale", "sf=9")
+		for _, tk := range waitRunning(t, m0, "sf", 9) {
+			if tk.NodeId == w.NodeID() || (tk.NodeId == p.NodeID() && tk.Slot > 5) {
+				t.Fatalf("task %s (slot %d) placed on a drained or paused node", tk.Id, tk.Slot)
+			}
+		}
+		cli(t, m0, "node", "update", "--availability", "active", w.Name)
+		cli(t, m0, "node", "update", "--availability", "active", p.Name)
+		cli(t, m0, "service", "rm", "sf")
+	})
+
 	t.Run("bad tokens are refused", func(t *testing.T) {
 		wtok := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "worker", "-q"))
 		rotated := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "worker", "--rotate", "-q"))

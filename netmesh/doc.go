@@ -18,6 +18,19 @@
 //	netns.go    named network namespaces bind-mounted under Config.NetNSDir
 //	sandbox.go  Attach/Detach: veth pairs and the per-task namespace setup
 //	nat.go      table inet warren: masquerade and forward accepts
+//	wg.go       MeshConfig, Mesh: the WireGuard interface, its peers and routes
+//	wg_peer.go  Peer, its versioned record for the store, validation, peer diffing
+//	wg_device.go the two WireGuard backends: kernel (wgctrl) and wireguard-go
+//	wg_key.go   the node's private key file
+//
+// The WireGuard mesh routes every other node's task subnet through one
+// interface (warren-wg) whose peers are the other nodes, each allowed its
+// subnet. It uses the kernel's WireGuard when the kernel has it, and
+// otherwise runs wireguard-go in this process on a TUN interface. A node's
+// private key never leaves its key file; what goes through Raft is the
+// node's public [Peer] record ([EncodePeerInfo]). The interface has no
+// address: routes into it carry the bridge gateway as source, which the
+// peers accept because it lies in the sender's subnet.
 //
 // The WireGuard mesh between nodes, service VIPs and DNS build on this
 // package (see the places marked "VIP issue" in nat.go).

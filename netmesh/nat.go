@@ -15,9 +15,10 @@ import (
 // writes no other table.
 const TableName = "warren"
 
-// Chains of table warren owned by this file. The VIP issue adds its own
-// chains (DNAT in prerouting/output, the service maps) next to these and
-// must not flush them.
+// Chains of table warren owned by this file. vip.go keeps its own chains
+// and maps (service DNAT, hairpin and routing-mesh masquerade) next to
+// these; ensureTable never flushes them, so VIPs keep working while the
+// node restarts.
 const (
 	chainPostrouting = "postrouting"
 	chainForward     = "forward"
@@ -96,17 +97,17 @@ func deleteTable() error {
 }
 
 // postroutingRules masquerades task traffic that leaves the node, so
-// replies find their way back to the node's own address.
-//
-// VIP issue: hairpin traffic (a task reaching a VIP whose backend is on the
-// same bridge: ip saddr <subnet> ip daddr <subnet> oifname <bridge>) needs
-// a masquerade here as well, so the backend replies through the node and
-// conntrack can undo the DNAT.
+// replies find their way back to the node's own address. Traffic into the
+// WireGuard mesh keeps the task's address: the other node routes it back
+// through the mesh, and a masqueraded source would be outside the sender's
+// subnet, which the peer's allowed IPs drop. The masquerades VIP traffic
+// needs (hairpin, routing mesh) are in vip.go's own chain vip-postrouting.
 func postroutingRules(subnet netip.Prefix, bridge string) []*nftables.Rule {
 	exprs := matchIPv4Saddr(subnet)
 	exprs = append(exprs,
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(bridge)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(DefaultMeshInterface)},
 		&expr.Masq{},
 	)
 	return []*nftables.Rule{{Exprs: exprs, UserData: comment("warren: masquerade tasks leaving the node")}}

@@ -187,9 +187,9 @@ func TestNewCreatesBridgeAndTable(t *testing.T) {
 		gateway string
 		nftRule string
 	}{
-		{"10.88.1.0/24", "10.88.1.1/24", `ip saddr 10.88.1.0/24 oifname != "warren0" masquerade`},
-		{"10.88.2.0/23", "10.88.2.1/23", `ip saddr 10.88.2.0/23 oifname != "warren0" masquerade`},
-		{"10.88.4.128/25", "10.88.4.129/25", `ip saddr 10.88.4.128/25 oifname != "warren0" masquerade`},
+		{"10.88.1.0/24", "10.88.1.1/24", `ip saddr 10.88.1.0/24 oifname != "warren0" oifname != "warren-wg" masquerade`},
+		{"10.88.2.0/23", "10.88.2.1/23", `ip saddr 10.88.2.0/23 oifname != "warren0" oifname != "warren-wg" masquerade`},
+		{"10.88.4.128/25", "10.88.4.129/25", `ip saddr 10.88.4.128/25 oifname != "warren0" oifname != "warren-wg" masquerade`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.subnet, func(t *testing.T) {

@@ -166,7 +166,7 @@ func (n *Network) SetServices(svcs []VIPService) error {
 
 // vipPlan is SetServices' input checked and reduced to what the rules need.
 type vipPlan struct {
-	services  []svcPlan  // sorted by name
+	services  []svcPlan   // sorted by name
 	published []*portPlan // sorted by protocol, published port
 	// hairpin holds the endpoints on this node's subnet: a task that
 	// reaches its own VIP and lands on itself is masqueraded.
@@ -192,7 +192,7 @@ type portPlan struct {
 	published uint16
 	mapBase   string // svc-<name>-<proto>-<port>
 	mapName   string // mapBase-<hash of total and slots>
-	total     uint32 // numgen modulus: the sum of reduced weights
+	total     uint32 // numgen modulus: the number of slots
 	slots     []slot // empty: reject
 }
 
@@ -264,16 +264,16 @@ func planVIPs(svcs []VIPService, subnet netip.Prefix) (*vipPlan, error) {
 		plan.hairpin = append(plan.hairpin, a)
 	}
 	slices.SortFunc(plan.hairpin, netip.Addr.Compare)
-	h := fnv.New32a()
+	h := fnv.New64a()
 	for _, sp := range plan.services {
 		fmt.Fprintf(h, "%s=%s;", sp.vip, sp.chain)
 	}
-	plan.dispatchName = fmt.Sprintf("%sdispatch-%08x", vipSetPrefix, h.Sum32())
+	plan.dispatchName = fmt.Sprintf("%sdispatch-%016x", vipSetPrefix, h.Sum64())
 	h.Reset()
 	for _, a := range plan.hairpin {
 		fmt.Fprintf(h, "%s;", a)
 	}
-	plan.hairpinName = fmt.Sprintf("%shairpin-%08x", vipSetPrefix, h.Sum32())
+	plan.hairpinName = fmt.Sprintf("%shairpin-%016x", vipSetPrefix, h.Sum64())
 	return plan, nil
 }
 
@@ -341,10 +341,11 @@ func planPort(service string, p VIPPort) (*portPlan, error) {
 	return pp, nil
 }
 
-// slotsHash names a map's content: 8 hex digits of FNV-1a over the modulus
-// and the ranges.
+// slotsHash names a map's content: FNV-1a (64 bits, so that two endpoint
+// sets of one port never share a name in practice) over the modulus and
+// the slots.
 func slotsHash(total uint32, slots []slot) string {
-	h := fnv.New32a()
+	h := fnv.New64a()
 	b := binary.BigEndian.AppendUint32(nil, total)
 	for _, s := range slots {
 		a := s.ep.Addr().As4()
@@ -354,7 +355,7 @@ func slotsHash(total uint32, slots []slot) string {
 		b = binary.BigEndian.AppendUint16(b, s.ep.Port())
 	}
 	_, _ = h.Write(b)
-	return fmt.Sprintf("%08x", h.Sum32())
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 // mapBaseOf strips the content hash from a map name.
@@ -486,6 +487,7 @@ func applyVIPs(c *nftables.Conn, have *vipObjects, plan *vipPlan, subnet netip.P
 					KeyType:      nftables.TypeInteger,
 					KeyByteOrder: binaryutil.NativeEndian,
 					DataType:     endpointType,
+					Comment:      fmt.Sprintf("warren: service %s %s/%d endpoints", s.name, p.proto, p.port),
 				}, mapElements(p.slots))
 				if err != nil {
 					return nil, err
@@ -783,7 +785,7 @@ func brNetfilterOn() bool {
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
-var udpMapPattern = regexp.MustCompile(`^svc-.+-udp-[0-9]+-[0-9a-f]{8}$`)
+var udpMapPattern = regexp.MustCompile(`^svc-.+-udp-[0-9]+-[0-9a-f]{16}$`)
 
 // removedUDPEndpoints returns the endpoints of UDP maps now in the kernel
 // that plan no longer has for the same VIP port. Failing to read them only

@@ -35,10 +35,10 @@ const MeshOverhead = 80
 
 // keepaliveHold is how long the node with the higher public key of a pair
 // waits before it turns on keepalive for a peer it just added (see
-// planPeers): long enough for the other node's handshake initiation to
-// arrive and be answered, short enough that a peer behind NAT, which only
-// this node can reach, is not kept waiting.
-const keepaliveHold = 2 * time.Second
+// planPeers): longer than a round trip, so the other node's handshake
+// initiation has arrived and been answered, short enough that a peer
+// behind NAT, which only this node can reach, is not kept waiting.
+const keepaliveHold = time.Second
 
 // minMeshMTU is the smallest mesh MTU accepted: IPv6's minimum, so tasks
 // can later get IPv6 without renumbering the MTU.

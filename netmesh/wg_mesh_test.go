@@ -177,6 +177,38 @@ func echoServer(t *testing.T, ns, addr string) net.Listener {
 	return l
 }
 
+// waitHandshake waits until every mesh has completed a handshake with all
+// its peers and has keepalive on for all of them (see keepaliveHold), so
+// the test's data starts on established sessions. Data sent while both
+// ends are still initiating can make the handshakes cross, which WireGuard
+// resolves only after 5 to 15 s (see planPeers).
+func waitHandshake(t *testing.T, meshes ...*Mesh) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range meshes {
+		for {
+			m.mu.Lock()
+			peers, err := m.dev.peers()
+			held := len(m.held)
+			m.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := len(peers) > 0 && held == 0
+			for _, p := range peers {
+				done = done && !p.LastHandshakeTime.IsZero() && p.PersistentKeepaliveInterval == PersistentKeepalive
+			}
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("mesh %s: no handshake with its peers within 10 s: %+v", m.cfg.NodeID, peers)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 func dialFrom(ns string, src netip.Addr, dst string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
 	err := withNetNS(ns, func() error {
@@ -417,11 +449,12 @@ func TestMeshTwoNodes(t *testing.T) {
 	if got := a.meshRoutes(t); !maps.Equal(got, wantRoutes) {
 		t.Errorf("routes on a's mesh interface = %v, want %v", got, wantRoutes)
 	}
-	if dp, err := ma.dev.peers(); err != nil || len(dp) != 1 || dp[0].PersistentKeepaliveInterval != PersistentKeepalive {
-		t.Errorf("a's device peers = %+v, %v; want b with keepalive 25s", dp, err)
-	}
 
 	capB := startCapture(t, b, "ul0")
+	waitHandshake(t, ma, mb)
+	if dp := mustPeers(t, ma); len(dp) != 1 || dp[0].PersistentKeepaliveInterval != PersistentKeepalive || !sameAllowedIPs(dp[0].AllowedIPs, b.subnet) {
+		t.Errorf("a's device peers = %+v; want b with keepalive 25s and allowed IPs %s", dp, b.subnet)
+	}
 	ln := echoServer(t, b.ns, netip.AddrPortFrom(gatewayOf(b.subnet), 0).String())
 	rx0, tx0 := linkStats(t, a, DefaultMeshInterface)
 	const n = 1 << 20
@@ -454,6 +487,7 @@ func TestMeshTwoNodes(t *testing.T) {
 	if err := ma2.SetPeers(peers); err != nil {
 		t.Fatalf("SetPeers after restart: %v", err)
 	}
+	waitHandshake(t, ma2)
 	echoThroughMesh(t, a.ns, gatewayOf(a.subnet), ln.Addr().String(), 64<<10)
 
 	// Removing the peer removes its route; the connection then fails, and
@@ -542,6 +576,7 @@ func TestMeshUserspaceOnly(t *testing.T) {
 	if err := meshes[1].SetPeers(peers[:2]); err != nil {
 		t.Fatal(err)
 	}
+	waitHandshake(t, meshes...)
 	ln := echoServer(t, b.ns, netip.AddrPortFrom(gatewayOf(b.subnet), 0).String())
 	echoThroughMesh(t, a.ns, gatewayOf(a.subnet), ln.Addr().String(), 64<<10)
 }
@@ -565,6 +600,8 @@ func TestMeshRefusesForeignInterface(t *testing.T) {
 
 func mustPeers(t *testing.T, m *Mesh) []wgtypes.Peer {
 	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	p, err := m.dev.peers()
 	if err != nil {
 		t.Fatal(err)

@@ -230,6 +230,8 @@ func selectPeers(selfID string, selfKey wgtypes.Key, selfSubnet netip.Prefix, pe
 // on when it adds the other; the higher one adds the peer without it and
 // returns it in hold, to turn keepalive on once the lower one's handshake
 // has had time to arrive. A peer in held is not given keepalive here.
+// (Crossing handshakes started by data rather than by keepalive can still
+// happen; WireGuard recovers from them by itself, in 5 to 15 s.)
 func planPeers(self wgtypes.Key, current []wgtypes.Peer, desired []meshPeer, lastEndpoint map[wgtypes.Key]netip.AddrPort, held map[wgtypes.Key]bool) (plan []wgtypes.PeerConfig, hold []wgtypes.Key) {
 	cur := make(map[wgtypes.Key]wgtypes.Peer, len(current))
 	for _, p := range current {

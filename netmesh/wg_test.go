@@ -2,6 +2,7 @@ package netmesh
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -275,7 +276,7 @@ func TestUAPI(t *testing.T) {
 		{PublicKey: pub, Endpoint: net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::1]:51820")),
 			PersistentKeepaliveInterval: &ka, ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{*ipNet(netip.MustParsePrefix("10.88.2.0/24"))}},
 	}})
-	hexKey := func(b byte) string { return string([]byte{"0123456789abcdef"[b>>4], "0123456789abcdef"[b&15]}) + strings.Repeat("0", 62) }
+	hexKey := func(b byte) string { return fmt.Sprintf("%02x", b) + strings.Repeat("0", 62) }
 	want := "private_key=" + hexKey(0xaa) + "\nlisten_port=51820\n" +
 		"public_key=" + hexKey(0xaa) + "\nremove=true\n" +
 		"public_key=" + hexKey(0xbb) + "\nendpoint=[2001:db8::1]:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=10.88.2.0/24\n"

@@ -98,18 +98,17 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	case *messages.CreateServiceRequest, *messages.UpdateServiceRequest, *messages.ScaleServiceRequest,
 		*messages.DeleteServiceRequest, *messages.UpdateNodeRequest, *messages.RemoveNodeRequest, *messages.JoinTokenRequest:
 		if !a.cfg.Store.IsLeader() {
-			if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address && a.cfg.Store.LeaderFresh(time.Second) {
-				delete(a.held, msg)
-				ctx.Forward(pid)
-				return
-			}
-			// No leader in sight: an election may be under way. Hold the
-			// request a few seconds, as the store holds writes, then give up.
 			dl, ok := a.held[msg]
 			if !ok {
 				dl = time.Now().Add(holdWrites)
 				a.held[msg] = dl
 			}
+			if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address && a.cfg.Store.LeaderFresh(leaderQuiet) {
+				a.proxy(ctx, pid, dl)
+				return
+			}
+			// No leader in sight: an election may be under way. Hold the
+			// request a few seconds, as the store holds writes, then give up.
 			if time.Now().Before(dl) {
 				a.after(ctx, 50*time.Millisecond, func() { a.Receive(ctx) })
 				return
@@ -773,5 +772,38 @@ func (a *apiActor) demoteSelf(ctx actor.Context) {
 			a.after(ctx, 50*time.Millisecond, forward)
 		}
 		forward()
+	})
+}
+
+// leaderQuiet: a follower that has not heard from its leader for this long
+// (heartbeats come every 50 ms) stops sending it work; an election is due.
+const leaderQuiet = 300 * time.Millisecond
+
+// proxy passes a write to the leader's api and relays the answer. A leader
+// that does not answer in time (it died: a healthy one answers in
+// milliseconds) is given up on and the request decided again, until the
+// hold deadline: writes survive a failover with a short delay.
+func (a *apiActor) proxy(ctx actor.Context, leader *actor.PID, deadline time.Time) {
+	msg := ctx.Message()
+	timeout := time.Second
+	switch msg.(type) {
+	case *messages.CreateServiceRequest, *messages.UpdateServiceRequest:
+		timeout = imageTimeout + writeTimeout // the leader may pull the image
+	}
+	f := ctx.RequestFuture(leader, msg, timeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if err == nil {
+			delete(a.held, msg)
+			ctx.Respond(res)
+			return
+		}
+		if time.Now().Before(deadline) {
+			a.cfg.Log.Debug("leader did not answer a forwarded write; deciding again", zap.String("leader", leader.Address), zap.Error(err))
+			a.after(ctx, 20*time.Millisecond, func() { a.Receive(ctx) })
+			return
+		}
+		delete(a.held, msg)
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
+			"the leader did not answer (%v): the write may or may not have been applied; check and retry", err)})
 	})
 }

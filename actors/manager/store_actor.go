@@ -67,7 +67,7 @@ func (a *storeActor) propose(ctx actor.Context, h *heldProposal) {
 	}
 	if !a.st.IsLeader() {
 		pid := leaderPID(a.st, NameStore)
-		if pid == nil || pid.Address == ctx.Self().Address || !a.st.LeaderFresh(time.Second) {
+		if pid == nil || pid.Address == ctx.Self().Address || !a.st.LeaderFresh(leaderQuiet) {
 			// No leader, or one gone quiet: an election is due. Hold the
 			// write instead of failing it.
 			if !retry() {

@@ -45,6 +45,7 @@ func serviceCommand() *cli.Command {
 					&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish PUBLISHED:TARGET[/PROTO] (repeatable)"},
 					&cli.DurationFlag{Name: "stop-grace-period", Usage: "time between SIGTERM and SIGKILL (default 10s)"},
 					&cli.StringFlag{Name: "hostname", Usage: "container hostname (default: the task id)"},
+					&cli.StringFlag{Name: "update-order", Value: "stop-first", Usage: "replacing a task (update, drain): stop-first or start-first (the old one serves until the new one runs)"},
 					&cli.StringFlag{Name: "health-cmd", Usage: "health check: 'http GET /path', 'tcp', 'exec CMD ARG...' or 'grpc [SERVICE]'"},
 					&cli.UintFlag{Name: "health-port", Usage: "port the http, tcp and grpc checks use (default: the first --publish target, else 80)"},
 					&cli.DurationFlag{Name: "health-interval", Usage: "time between checks (default 30s)"},
@@ -209,6 +210,13 @@ func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
 		s.Ports = append(s.Ports, pc)
 	}
 	s.StopGracePeriodMs = c.Duration("stop-grace-period").Milliseconds()
+	switch c.String("update-order") {
+	case "stop-first":
+	case "start-first":
+		s.UpdateConfig = &messages.UpdateConfig{Order: messages.UpdateOrder_UPDATE_ORDER_START_FIRST}
+	default:
+		return nil, fmt.Errorf("invalid --update-order %q: use stop-first or start-first", c.String("update-order"))
+	}
 	if hc := c.String("health-cmd"); hc != "" {
 		if s.HealthCheck, err = parseHealthCmd(hc); err != nil {
 			return nil, err

@@ -326,7 +326,8 @@ func (host *Host) WaitReady(timeout time.Duration) error {
 			return fmt.Errorf("warren on %s exited: %v\n%s", host.Name, err, host.LogTail(40))
 		default:
 		}
-		if _, _, err := host.CLI("cluster", "info"); err == nil {
+		// Ask this host itself, not whichever manager its config lists first.
+		if _, _, err := host.CLI("--manager", host.IP+":4280", "cluster", "info"); err == nil {
 			return nil
 		} else {
 			last = err
