@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/e2e/cluster"
 	"github.com/warrenorch/warren/messages"
@@ -193,3 +194,6 @@ func events(t *testing.T, n *cluster.Host, typ string) string {
 	t.Helper()
 	return cli(t, n, "events", "--type", typ)
 }
+
+// jsonOf decodes the CLI's protojson output.
+func jsonOf(out string, m proto.Message) error { return protojson.Unmarshal([]byte(out), m) }

@@ -21,6 +21,9 @@ func managerCount(t *testing.T, via *cluster.Host) int {
 		return -1
 	}
 	must(t, protojson.Unmarshal([]byte(out), r))
+	if len(r.RaftVoters) != len(r.ManagerAddrs) {
+		return -len(r.RaftVoters) // managers by role and by raft disagree (yet)
+	}
 	return len(r.ManagerAddrs)
 }
 
@@ -125,7 +128,7 @@ func TestPromoteDemote(t *testing.T) {
 		must(t, m0.Kill(syscall.SIGTERM, 20*time.Second))
 		must(t, m0.StartAndWait(90*time.Second, append(fastDown, "--force-new-cluster")...))
 		cli(t, m0, "--manager", m0.IP+":4280", "service", "scale", "web=4")
-		eventually(t, 60*time.Second, "the recovered cluster runs its service", func() error {
+		eventually(t, 120*time.Second, "the recovered cluster runs its service", func() error {
 			if n := len(running(tasks(t, m0, "web", false))); n != 4 {
 				return fmt.Errorf("%d running", n)
 			}

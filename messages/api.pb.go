@@ -72,7 +72,8 @@ type ClusterInfoReply struct {
 	Services      uint32                 `protobuf:"varint,8,opt,name=services,proto3" json:"services,omitempty"`
 	TasksRunning  uint32                 `protobuf:"varint,9,opt,name=tasks_running,json=tasksRunning,proto3" json:"tasks_running,omitempty"`
 	Version       string                 `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
-	NodeId        string                 `protobuf:"bytes,11,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the manager that answered
+	NodeId        string                 `protobuf:"bytes,11,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`             // the manager that answered
+	RaftVoters    []string               `protobuf:"bytes,12,rep,name=raft_voters,json=raftVoters,proto3" json:"raft_voters,omitempty"` // node ids in raft's configuration
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +183,13 @@ func (x *ClusterInfoReply) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *ClusterInfoReply) GetRaftVoters() []string {
+	if x != nil {
+		return x.RaftVoters
+	}
+	return nil
 }
 
 type CreateServiceRequest struct {
@@ -1583,7 +1591,7 @@ var File_api_proto protoreflect.FileDescriptor
 const file_api_proto_rawDesc = "" +
 	"\n" +
 	"\tapi.proto\x12\twarren.v1\x1a\vtypes.proto\x1a\vstore.proto\"\x14\n" +
-	"\x12ClusterInfoRequest\"\xef\x02\n" +
+	"\x12ClusterInfoRequest\"\x90\x03\n" +
 	"\x10ClusterInfoReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x120\n" +
 	"\acluster\x18\x02 \x01(\v2\x16.warren.v1.ClusterInfoR\acluster\x12\x1b\n" +
@@ -1597,7 +1605,9 @@ const file_api_proto_rawDesc = "" +
 	"\rtasks_running\x18\t \x01(\rR\ftasksRunning\x12\x18\n" +
 	"\aversion\x18\n" +
 	" \x01(\tR\aversion\x12\x17\n" +
-	"\anode_id\x18\v \x01(\tR\x06nodeId\"B\n" +
+	"\anode_id\x18\v \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vraft_voters\x18\f \x03(\tR\n" +
+	"raftVoters\"B\n" +
 	"\x14CreateServiceRequest\x12*\n" +
 	"\x04spec\x18\x01 \x01(\v2\x16.warren.v1.ServiceSpecR\x04spec\"\x81\x01\n" +
 	"\x14UpdateServiceRequest\x12\x12\n" +

@@ -850,16 +850,22 @@ func (x *NodeSpec) GetLabels() map[string]string {
 }
 
 type NodeDescription struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"` // actor remoting address host:port
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	Os            string                 `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
-	Arch          string                 `protobuf:"bytes,5,opt,name=arch,proto3" json:"arch,omitempty"`
-	Resources     *Resources             `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"`               // capacity
-	Version       string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`                   // warren version
-	Runtime       string                 `protobuf:"bytes,8,opt,name=runtime,proto3" json:"runtime,omitempty"`                   // e.g. "containerd 1.6.20 (embedded)"
-	JoinAddr      string                 `protobuf:"bytes,9,opt,name=join_addr,json=joinAddr,proto3" json:"join_addr,omitempty"` // managers: the HTTPS join endpoint host:port
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Hostname  string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Addr      string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"` // actor remoting address host:port
+	RaftAddr  string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Os        string                 `protobuf:"bytes,4,opt,name=os,proto3" json:"os,omitempty"`
+	Arch      string                 `protobuf:"bytes,5,opt,name=arch,proto3" json:"arch,omitempty"`
+	Resources *Resources             `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"`               // capacity
+	Version   string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`                   // warren version
+	Runtime   string                 `protobuf:"bytes,8,opt,name=runtime,proto3" json:"runtime,omitempty"`                   // e.g. "containerd 1.6.20 (embedded)"
+	JoinAddr  string                 `protobuf:"bytes,9,opt,name=join_addr,json=joinAddr,proto3" json:"join_addr,omitempty"` // managers: the HTTPS join endpoint host:port
+	// WireGuard mesh: the node's public key (its private key never leaves it),
+	// the endpoint peers reach it at, and whether it runs in the kernel or in
+	// wireguard-go.
+	WgPublicKey   string `protobuf:"bytes,10,opt,name=wg_public_key,json=wgPublicKey,proto3" json:"wg_public_key,omitempty"`
+	WgEndpoint    string `protobuf:"bytes,11,opt,name=wg_endpoint,json=wgEndpoint,proto3" json:"wg_endpoint,omitempty"`
+	MeshKind      string `protobuf:"bytes,12,opt,name=mesh_kind,json=meshKind,proto3" json:"mesh_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -953,6 +959,27 @@ func (x *NodeDescription) GetRuntime() string {
 func (x *NodeDescription) GetJoinAddr() string {
 	if x != nil {
 		return x.JoinAddr
+	}
+	return ""
+}
+
+func (x *NodeDescription) GetWgPublicKey() string {
+	if x != nil {
+		return x.WgPublicKey
+	}
+	return ""
+}
+
+func (x *NodeDescription) GetWgEndpoint() string {
+	if x != nil {
+		return x.WgEndpoint
+	}
+	return ""
+}
+
+func (x *NodeDescription) GetMeshKind() string {
+	if x != nil {
+		return x.MeshKind
 	}
 	return ""
 }
@@ -2188,7 +2215,7 @@ const file_types_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.warren.v1.NodeSpec.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x02\n" +
 	"\x0fNodeDescription\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1b\n" +
@@ -2198,7 +2225,12 @@ const file_types_proto_rawDesc = "" +
 	"\tresources\x18\x06 \x01(\v2\x14.warren.v1.ResourcesR\tresources\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x18\n" +
 	"\aruntime\x18\b \x01(\tR\aruntime\x12\x1b\n" +
-	"\tjoin_addr\x18\t \x01(\tR\bjoinAddr\"\x8b\x01\n" +
+	"\tjoin_addr\x18\t \x01(\tR\bjoinAddr\x12\"\n" +
+	"\rwg_public_key\x18\n" +
+	" \x01(\tR\vwgPublicKey\x12\x1f\n" +
+	"\vwg_endpoint\x18\v \x01(\tR\n" +
+	"wgEndpoint\x12\x1b\n" +
+	"\tmesh_kind\x18\f \x01(\tR\bmeshKind\"\x8b\x01\n" +
 	"\n" +
 	"NodeStatus\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.warren.v1.NodeStateR\x05state\x127\n" +

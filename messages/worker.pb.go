@@ -199,12 +199,16 @@ func (x *Heartbeat) GetUnixNano() int64 {
 // The full set of tasks a node must run (pushed by the leader on change and
 // periodically as a resync). Tasks not in the set must not run there.
 type Assignments struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // store index the set was computed at
-	Tasks         []*Task                `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	Managers      []string               `protobuf:"bytes,4,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
-	Node          *Node                  `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`         // the node itself (its role may change)
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Index    uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // store index the set was computed at
+	Tasks    []*Task                `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Managers []string               `protobuf:"bytes,4,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
+	Node     *Node                  `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`         // the node itself (its role may change)
+	// The cluster's network as every node programs it: service VIPs with
+	// their healthy endpoints, and the mesh peers.
+	Services      []*ServiceNetwork `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	Peers         []*MeshPeer       `protobuf:"bytes,7,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +278,208 @@ func (x *Assignments) GetNode() *Node {
 	return nil
 }
 
+func (x *Assignments) GetServices() []*ServiceNetwork {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Assignments) GetPeers() []*MeshPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type ServiceNetwork struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Vip           string                 `protobuf:"bytes,2,opt,name=vip,proto3" json:"vip,omitempty"`
+	Ports         []*PortConfig          `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
+	Endpoints     []*NetEndpoint         `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"` // healthy running tasks
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceNetwork) Reset() {
+	*x = ServiceNetwork{}
+	mi := &file_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceNetwork) ProtoMessage() {}
+
+func (x *ServiceNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceNetwork.ProtoReflect.Descriptor instead.
+func (*ServiceNetwork) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServiceNetwork) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceNetwork) GetVip() string {
+	if x != nil {
+		return x.Vip
+	}
+	return ""
+}
+
+func (x *ServiceNetwork) GetPorts() []*PortConfig {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ServiceNetwork) GetEndpoints() []*NetEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type NetEndpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Weight        uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetEndpoint) Reset() {
+	*x = NetEndpoint{}
+	mi := &file_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetEndpoint) ProtoMessage() {}
+
+func (x *NetEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetEndpoint.ProtoReflect.Descriptor instead.
+func (*NetEndpoint) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetEndpoint) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *NetEndpoint) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type MeshPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	PublicKey     string                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Subnet        string                 `protobuf:"bytes,4,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshPeer) Reset() {
+	*x = MeshPeer{}
+	mi := &file_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshPeer) ProtoMessage() {}
+
+func (x *MeshPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshPeer.ProtoReflect.Descriptor instead.
+func (*MeshPeer) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MeshPeer) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *MeshPeer) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *MeshPeer) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *MeshPeer) GetSubnet() string {
+	if x != nil {
+		return x.Subnet
+	}
+	return ""
+}
+
 type TaskStatusReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -284,7 +490,7 @@ type TaskStatusReport struct {
 
 func (x *TaskStatusReport) Reset() {
 	*x = TaskStatusReport{}
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +502,7 @@ func (x *TaskStatusReport) String() string {
 func (*TaskStatusReport) ProtoMessage() {}
 
 func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +515,7 @@ func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusReport.ProtoReflect.Descriptor instead.
 func (*TaskStatusReport) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{4}
+	return file_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskStatusReport) GetNodeId() string {
@@ -336,7 +542,7 @@ type ResyncRequest struct {
 
 func (x *ResyncRequest) Reset() {
 	*x = ResyncRequest{}
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +554,7 @@ func (x *ResyncRequest) String() string {
 func (*ResyncRequest) ProtoMessage() {}
 
 func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +567,7 @@ func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
 func (*ResyncRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{5}
+	return file_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResyncRequest) GetNodeId() string {
@@ -381,7 +587,7 @@ type Propose struct {
 
 func (x *Propose) Reset() {
 	*x = Propose{}
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +599,7 @@ func (x *Propose) String() string {
 func (*Propose) ProtoMessage() {}
 
 func (x *Propose) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +612,7 @@ func (x *Propose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Propose.ProtoReflect.Descriptor instead.
 func (*Propose) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{6}
+	return file_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Propose) GetCommand() *Command {
@@ -427,7 +633,7 @@ type DebugCrash struct {
 
 func (x *DebugCrash) Reset() {
 	*x = DebugCrash{}
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +645,7 @@ func (x *DebugCrash) String() string {
 func (*DebugCrash) ProtoMessage() {}
 
 func (x *DebugCrash) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +658,7 @@ func (x *DebugCrash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrash.ProtoReflect.Descriptor instead.
 func (*DebugCrash) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{7}
+	return file_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DebugCrash) GetActor() string {
@@ -471,7 +677,7 @@ type DebugCrashReply struct {
 
 func (x *DebugCrashReply) Reset() {
 	*x = DebugCrashReply{}
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +689,7 @@ func (x *DebugCrashReply) String() string {
 func (*DebugCrashReply) ProtoMessage() {}
 
 func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +702,7 @@ func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrashReply.ProtoReflect.Descriptor instead.
 func (*DebugCrashReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{8}
+	return file_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DebugCrashReply) GetError() *Error {
@@ -518,7 +724,7 @@ type PlaceTasks struct {
 
 func (x *PlaceTasks) Reset() {
 	*x = PlaceTasks{}
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +736,7 @@ func (x *PlaceTasks) String() string {
 func (*PlaceTasks) ProtoMessage() {}
 
 func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +749,7 @@ func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceTasks.ProtoReflect.Descriptor instead.
 func (*PlaceTasks) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{9}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PlaceTasks) GetTasks() []*Task {
@@ -570,7 +776,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +788,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +801,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinRequest) GetVersion() uint32 {
@@ -658,7 +864,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +876,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +889,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinResponse) GetVersion() uint32 {
@@ -767,7 +973,7 @@ type CertificateRequest struct {
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +985,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +998,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CertificateRequest) GetNodeId() string {
@@ -822,7 +1028,7 @@ type CertificateReply struct {
 
 func (x *CertificateReply) Reset() {
 	*x = CertificateReply{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1040,7 @@ func (x *CertificateReply) String() string {
 func (*CertificateReply) ProtoMessage() {}
 
 func (x *CertificateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1053,7 @@ func (x *CertificateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateReply.ProtoReflect.Descriptor instead.
 func (*CertificateReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CertificateReply) GetError() *Error {
@@ -900,13 +1106,29 @@ const file_worker_proto_rawDesc = "" +
 	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"A\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\xa4\x01\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\x86\x02\n" +
 	"\vAssignments\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
 	"\x05tasks\x18\x03 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\x12\x1a\n" +
 	"\bmanagers\x18\x04 \x03(\tR\bmanagers\x12#\n" +
-	"\x04node\x18\x05 \x01(\v2\x0f.warren.v1.NodeR\x04node\"b\n" +
+	"\x04node\x18\x05 \x01(\v2\x0f.warren.v1.NodeR\x04node\x125\n" +
+	"\bservices\x18\x06 \x03(\v2\x19.warren.v1.ServiceNetworkR\bservices\x12)\n" +
+	"\x05peers\x18\a \x03(\v2\x13.warren.v1.MeshPeerR\x05peers\"\x99\x01\n" +
+	"\x0eServiceNetwork\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03vip\x18\x02 \x01(\tR\x03vip\x12+\n" +
+	"\x05ports\x18\x03 \x03(\v2\x15.warren.v1.PortConfigR\x05ports\x124\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x16.warren.v1.NetEndpointR\tendpoints\"5\n" +
+	"\vNetEndpoint\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\"v\n" +
+	"\bMeshPeer\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\tR\tpublicKey\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06subnet\x18\x04 \x01(\tR\x06subnet\"b\n" +
 	"\x10TaskStatusReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x125\n" +
 	"\aupdates\x18\x02 \x03(\v2\x1b.warren.v1.TaskStatusUpdateR\aupdates\"(\n" +
@@ -967,50 +1189,58 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_worker_proto_goTypes = []any{
 	(*RegisterNode)(nil),       // 0: warren.v1.RegisterNode
 	(*RegisterNodeReply)(nil),  // 1: warren.v1.RegisterNodeReply
 	(*Heartbeat)(nil),          // 2: warren.v1.Heartbeat
 	(*Assignments)(nil),        // 3: warren.v1.Assignments
-	(*TaskStatusReport)(nil),   // 4: warren.v1.TaskStatusReport
-	(*ResyncRequest)(nil),      // 5: warren.v1.ResyncRequest
-	(*Propose)(nil),            // 6: warren.v1.Propose
-	(*DebugCrash)(nil),         // 7: warren.v1.DebugCrash
-	(*DebugCrashReply)(nil),    // 8: warren.v1.DebugCrashReply
-	(*PlaceTasks)(nil),         // 9: warren.v1.PlaceTasks
-	(*JoinRequest)(nil),        // 10: warren.v1.JoinRequest
-	(*JoinResponse)(nil),       // 11: warren.v1.JoinResponse
-	(*CertificateRequest)(nil), // 12: warren.v1.CertificateRequest
-	(*CertificateReply)(nil),   // 13: warren.v1.CertificateReply
-	(NodeRole)(0),              // 14: warren.v1.NodeRole
-	(*NodeDescription)(nil),    // 15: warren.v1.NodeDescription
-	(*Node)(nil),               // 16: warren.v1.Node
-	(*Error)(nil),              // 17: warren.v1.Error
-	(*Task)(nil),               // 18: warren.v1.Task
-	(*TaskStatusUpdate)(nil),   // 19: warren.v1.TaskStatusUpdate
-	(*Command)(nil),            // 20: warren.v1.Command
+	(*ServiceNetwork)(nil),     // 4: warren.v1.ServiceNetwork
+	(*NetEndpoint)(nil),        // 5: warren.v1.NetEndpoint
+	(*MeshPeer)(nil),           // 6: warren.v1.MeshPeer
+	(*TaskStatusReport)(nil),   // 7: warren.v1.TaskStatusReport
+	(*ResyncRequest)(nil),      // 8: warren.v1.ResyncRequest
+	(*Propose)(nil),            // 9: warren.v1.Propose
+	(*DebugCrash)(nil),         // 10: warren.v1.DebugCrash
+	(*DebugCrashReply)(nil),    // 11: warren.v1.DebugCrashReply
+	(*PlaceTasks)(nil),         // 12: warren.v1.PlaceTasks
+	(*JoinRequest)(nil),        // 13: warren.v1.JoinRequest
+	(*JoinResponse)(nil),       // 14: warren.v1.JoinResponse
+	(*CertificateRequest)(nil), // 15: warren.v1.CertificateRequest
+	(*CertificateReply)(nil),   // 16: warren.v1.CertificateReply
+	(NodeRole)(0),              // 17: warren.v1.NodeRole
+	(*NodeDescription)(nil),    // 18: warren.v1.NodeDescription
+	(*Node)(nil),               // 19: warren.v1.Node
+	(*Error)(nil),              // 20: warren.v1.Error
+	(*Task)(nil),               // 21: warren.v1.Task
+	(*PortConfig)(nil),         // 22: warren.v1.PortConfig
+	(*TaskStatusUpdate)(nil),   // 23: warren.v1.TaskStatusUpdate
+	(*Command)(nil),            // 24: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	14, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	15, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	16, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	17, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	18, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	16, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
-	19, // 6: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	20, // 7: warren.v1.Propose.command:type_name -> warren.v1.Command
-	17, // 8: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	18, // 9: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
-	17, // 10: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
-	14, // 11: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
-	17, // 12: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
-	14, // 13: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	17, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	18, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	19, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	20, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	21, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	19, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
+	4,  // 6: warren.v1.Assignments.services:type_name -> warren.v1.ServiceNetwork
+	6,  // 7: warren.v1.Assignments.peers:type_name -> warren.v1.MeshPeer
+	22, // 8: warren.v1.ServiceNetwork.ports:type_name -> warren.v1.PortConfig
+	5,  // 9: warren.v1.ServiceNetwork.endpoints:type_name -> warren.v1.NetEndpoint
+	23, // 10: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	24, // 11: warren.v1.Propose.command:type_name -> warren.v1.Command
+	20, // 12: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	21, // 13: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	20, // 14: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
+	17, // 15: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
+	20, // 16: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
+	17, // 17: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1026,7 +1256,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

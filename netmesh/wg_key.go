@@ -77,3 +77,21 @@ func parseKeyFile(path string, b []byte) (wgtypes.Key, error) {
 	}
 	return key, nil
 }
+
+// MeshPublicKey returns the node's WireGuard public key, creating the key
+// file (0600) on first use: the node can announce its key before its mesh
+// interface exists.
+func MeshPublicKey(keyFile string) (string, error) {
+	k, _, err := loadOrCreateKey(keyFile)
+	if err != nil {
+		return "", err
+	}
+	return k.PublicKey().String(), nil
+}
+
+// KernelWireGuard reports whether the kernel's WireGuard module is loaded,
+// which decides what NewMesh runs (else wireguard-go in-process).
+func KernelWireGuard() bool {
+	_, err := os.Stat("/sys/module/wireguard")
+	return err == nil
+}

@@ -50,6 +50,10 @@ type Containerd struct {
 	// consistent container; different IDs never wait on each other.
 	locks  keyedMutex
 	closed atomic.Bool
+	// fifoDir holds exec FIFOs next to the socket: a client in another
+	// mount namespace than the daemon (an e2e test, a tool) shares the
+	// socket's directory with the shim, not necessarily /run/containerd.
+	fifoDir string
 }
 
 var _ Runtime = (*Containerd)(nil)
@@ -87,7 +91,7 @@ func NewContainerd(ctx context.Context, socket, namespace string, log *zap.Logge
 		zap.String("socket", socket),
 		zap.String("namespace", namespace),
 		zap.String("version", v.Version))
-	return &Containerd{client: client, namespace: namespace, log: log}, nil
+	return &Containerd{client: client, namespace: namespace, log: log, fifoDir: filepath.Join(filepath.Dir(socket), "fifo")}, nil
 }
 
 // Close releases the gRPC connection. Containers and tasks keep running in
@@ -679,7 +683,10 @@ func (r *Containerd) Exec(ctx context.Context, id string, cmd []string) (uint32,
 	execID := fmt.Sprintf("exec-%d", time.Now().UnixNano())
 	// Cleanup must outlive a cancelled ctx.
 	bg := context.WithoutCancel(ctx)
-	p, err := t.Exec(ctx, execID, &ps, cio.NewCreator(cio.WithStreams(nil, out, out)))
+	if err := os.MkdirAll(r.fifoDir, 0o700); err != nil {
+		return 0, "", fmt.Errorf("exec in %s: fifo dir: %w", id, err)
+	}
+	p, err := t.Exec(ctx, execID, &ps, cio.NewCreator(cio.WithStreams(nil, out, out), cio.WithFIFODir(r.fifoDir)))
 	if err != nil {
 		return 0, "", fmt.Errorf("exec in %s: %w", id, err)
 	}

@@ -14,6 +14,9 @@ import (
 // TaskSubnetPool is the range node task subnets are carved from, one /24 each.
 var TaskSubnetPool = netip.MustParsePrefix("10.88.0.0/16")
 
+// VIPPool is the range service virtual IPs come from.
+var VIPPool = netip.MustParsePrefix("10.89.0.0/16")
+
 // FSM applies committed commands to State. OnChange, if set, is called after
 // every apply and restore, on raft's FSM goroutine; it must not block.
 type FSM struct {
@@ -125,6 +128,11 @@ func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandRes
 		}
 		v.Meta = meta(nil, index, now)
 		v.SpecVersion = 1
+		vip, err := s.allocVIP()
+		if err != nil {
+			return fail(errorf(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "%v", err))
+		}
+		v.Vip = vip
 		s.putService(v)
 		res.Ids = []string{v.Id}
 		changes = append(changes, &messages.Change{Op: messages.ChangeOp_CHANGE_OP_CREATE, Object: &messages.Change_Service{Service: clone(v)}})
@@ -234,6 +242,12 @@ func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandRes
 			if !ok {
 				continue // removed meanwhile: nothing to update
 			}
+			if v := u.GetMeta().GetVersion(); v != 0 && v != old.Meta.GetVersion() {
+				// Written meanwhile (the scheduler placing it while its
+				// service stops it, say): the writer decides again from
+				// the new state rather than undo the other write.
+				continue
+			}
 			t := clone(old)
 			t.NodeId = u.NodeId
 			t.DesiredState = u.DesiredState
@@ -300,4 +314,24 @@ func (s *State) allocSubnet() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no free task subnet left in %s (255 nodes): remove nodes that left with `warren node rm`", TaskSubnetPool)
+}
+
+// allocVIP returns the lowest free address of VIPPool (from .0.2), so
+// allocation is deterministic across managers; a deleted service's VIP is
+// free again.
+func (s *State) allocVIP() (string, error) {
+	used := map[string]bool{}
+	for _, v := range s.services {
+		used[v.Vip] = true
+	}
+	a := VIPPool.Addr().Next().Next()
+	for ; VIPPool.Contains(a); a = a.Next() {
+		if b := a.As4(); b[3] == 0 || b[3] == 255 {
+			continue
+		}
+		if !used[a.String()] {
+			return a.String(), nil
+		}
+	}
+	return "", fmt.Errorf("the service VIP pool %s is exhausted (%d services): delete services you no longer need", VIPPool, len(s.services))
 }

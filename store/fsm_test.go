@@ -135,3 +135,31 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("restore lost data: %v", r.Snapshot())
 	}
 }
+
+func TestVIPAllocation(t *testing.T) {
+	s := NewState()
+	s.Apply(1, createSvc("s1", "a"))
+	s.Apply(2, createSvc("s2", "b"))
+	if a, b := s.Service("s1").Vip, s.Service("s2").Vip; a != "10.89.0.2" || b != "10.89.0.3" {
+		t.Fatalf("vips %s %s", a, b)
+	}
+	s.Apply(3, &messages.Command{Op: &messages.Command_DeleteService{DeleteService: &messages.DeleteService{ServiceId: "s1"}}})
+	s.Apply(4, createSvc("s3", "c"))
+	if c := s.Service("s3").Vip; c != "10.89.0.2" {
+		t.Fatalf("a freed VIP is reused: got %s", c)
+	}
+}
+
+func TestUpdateTasksIsFencedByVersion(t *testing.T) {
+	s := NewState()
+	s.Apply(1, &messages.Command{Op: &messages.Command_CreateTasks{CreateTasks: &messages.CreateTasks{Tasks: []*messages.Task{{Id: "t1", ServiceId: "s1", DesiredState: messages.TaskState_TASK_STATE_RUNNING}}}}})
+	read := s.Task("t1") // version 1, as both writers read it
+	stop := s.Task("t1")
+	stop.DesiredState = messages.TaskState_TASK_STATE_SHUTDOWN
+	s.Apply(2, &messages.Command{Op: &messages.Command_UpdateTasks{UpdateTasks: &messages.UpdateTasks{Tasks: []*messages.Task{stop}}}})
+	read.NodeId, read.Epoch = "n1", 1
+	_, ch := s.Apply(3, &messages.Command{Op: &messages.Command_UpdateTasks{UpdateTasks: &messages.UpdateTasks{Tasks: []*messages.Task{read}}}})
+	if len(ch) != 0 || s.Task("t1").DesiredState != messages.TaskState_TASK_STATE_SHUTDOWN {
+		t.Fatalf("a stale write undid the stop: %v", s.Task("t1"))
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,10 +87,14 @@ type Node struct {
 	system  *actor.ActorSystem
 	remote  *remote.Remote
 	net     *netmesh.Network
+	mesh    *netmesh.Mesh
+	dns     *netmesh.DNS
 	metrics *http.Server
 	join    *joinServer
 	created bool
 	restart chan struct{} // a role change asks the runner to restart the node
+	// roleChanging is set by the first role change of this run.
+	roleChanging atomic.Bool
 }
 
 // Restart fires when the node must be restarted (its role changed): stop
@@ -341,6 +346,16 @@ func (n *Node) start(ctx context.Context) error {
 		Hostname: cfg.Hostname, Addr: addr, Os: osName, Arch: arch, Version: cfg.Version,
 		Resources: capacity(), Runtime: runtimeName(cfg.ContainerdSocket),
 	}
+	if key, err := netmesh.MeshPublicKey(filepath.Join(cfg.DataDir, "wg.key")); err != nil {
+		log.Warn("no WireGuard key: this node stays out of the mesh", zap.Error(err))
+	} else {
+		desc.WgPublicKey = key
+		desc.WgEndpoint = net.JoinHostPort(nf.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort))
+		desc.MeshKind = netmesh.KindUserspace
+		if netmesh.KernelWireGuard() {
+			desc.MeshKind = netmesh.KindKernel
+		}
+	}
 	if isManager {
 		role = messages.NodeRole_NODE_ROLE_MANAGER
 		desc.RaftAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort))
@@ -353,8 +368,8 @@ func (n *Node) start(ctx context.Context) error {
 		CachePath:   filepath.Join(cfg.DataDir, "agent.db"),
 		UploadDir:   filepath.Join(cfg.DataDir, "uploads"),
 		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
-			CgroupParent: "/warren-" + nf.NodeID[:12], Log: log.Named("task")},
-		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole,
+			CgroupParent: "/warren-" + nf.NodeID[:12], ResolvConf: n.resolvConf(), Log: log.Named("task")},
+		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole, OnNetwork: n.applyNetwork,
 	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
@@ -452,6 +467,11 @@ func capacity() *messages.Resources {
 // and the CA key; a promoted worker starts raft empty and is added as a
 // voter when it registers.
 func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte) {
+	// Once per run: a second call (a late assignment while this node stops)
+	// would rewrite the key pair under the restarting node.
+	if !n.roleChanging.CompareAndSwap(false, true) {
+		return
+	}
 	log := n.cfg.Log.With(zap.String("node", n.File.NodeID[:12]))
 	cd := certDir(n.cfg.DataDir)
 	nf := *n.File
@@ -500,15 +520,96 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 		// lease db is already open in this process.
 		return n.net, nil
 	}
+	log := n.cfg.Log.Named("netmesh")
 	nw, err := netmesh.New(netmesh.Config{
 		Subnet: subnet, StateDir: filepath.Join(n.cfg.DataDir, "net"), NetNSDir: filepath.Join(n.cfg.DataDir, "netns"),
-		Log: n.cfg.Log.Named("netmesh"),
+		Log: log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.net = nw
+	gw := subnet.Masked().Addr().Next()
+	// The mesh and DNS add to a working task network; a node where they
+	// cannot start still runs its tasks, and says why.
+	mesh, err := netmesh.NewMesh(netmesh.MeshConfig{
+		KeyFile: filepath.Join(n.cfg.DataDir, "wg.key"), NodeID: n.File.NodeID, Subnet: subnet, ClusterRange: store.TaskSubnetPool,
+		Endpoint: net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort)), Log: log.Named("mesh"),
+	})
+	if err != nil {
+		log.Error("WireGuard mesh not started: tasks on other nodes are unreachable from here", zap.Error(err))
+	} else {
+		n.mesh = mesh
+	}
+	dns, err := netmesh.NewDNS(netip.AddrPortFrom(gw, 53), netmesh.UpstreamsFromResolvConf("/etc/resolv.conf"), log.Named("dns"))
+	if err != nil {
+		log.Error("DNS not started: containers resolve service names nowhere", zap.Error(err))
+	} else {
+		n.dns = dns
+		if err := netmesh.WriteResolvConf(n.resolvConf(), gw, []string{"warren"}); err != nil {
+			log.Error("write containers' resolv.conf", zap.Error(err))
+		}
+	}
 	return nw, nil
+}
+
+func (n *Node) resolvConf() string { return filepath.Join(n.cfg.DataDir, "resolv.conf") }
+
+// applyNetwork programs this node's share of the cluster network from an
+// assignment set: VIP rules, DNS answers, mesh peers. Called by the agent.
+func (n *Node) applyNetwork(m *messages.Assignments) {
+	log := n.cfg.Log.Named("netmesh")
+	var svcs []netmesh.VIPService
+	recs := netmesh.DNSRecords{Services: map[string]netmesh.DNSService{}}
+	for _, s := range m.Services {
+		vip, err := netip.ParseAddr(s.Vip)
+		if err != nil {
+			continue
+		}
+		var ips []netip.Addr
+		for _, e := range s.Endpoints {
+			if ip, err := netip.ParseAddr(e.Ip); err == nil {
+				ips = append(ips, ip)
+			}
+		}
+		vs := netmesh.VIPService{Name: s.Name, VIP: vip}
+		ds := netmesh.DNSService{VIP: vip, Tasks: ips}
+		for _, p := range s.Ports {
+			proto := p.Protocol
+			if proto == "" {
+				proto = "tcp"
+			}
+			vp := netmesh.VIPPort{Protocol: proto, Port: uint16(p.TargetPort), PublishedPort: uint16(p.PublishedPort)}
+			for _, ip := range ips {
+				vp.Endpoints = append(vp.Endpoints, netmesh.Endpoint{IP: ip, Port: uint16(p.TargetPort), Weight: 1})
+			}
+			vs.Ports = append(vs.Ports, vp)
+			ds.Ports = append(ds.Ports, netmesh.DNSPort{Name: p.Name, Protocol: proto, Port: uint16(p.TargetPort)})
+		}
+		svcs = append(svcs, vs)
+		recs.Services[s.Name] = ds
+	}
+	if n.net != nil {
+		if err := n.net.SetServices(svcs); err != nil {
+			log.Error("program service VIPs", zap.Error(err))
+		}
+	}
+	if n.dns != nil {
+		n.dns.Set(recs)
+	}
+	if n.mesh != nil {
+		var peers []netmesh.Peer
+		for _, p := range m.Peers {
+			sub, err := netip.ParsePrefix(p.Subnet)
+			if err != nil {
+				continue
+			}
+			peers = append(peers, netmesh.Peer{NodeID: p.NodeId, PublicKey: p.PublicKey, Endpoint: p.Endpoint, Subnet: sub})
+		}
+		if err := n.mesh.SetPeers(peers); err != nil {
+			log.Warn("mesh peers", zap.Error(err))
+		}
+	}
 }
 
 func (n *Node) proposeClusterInfo(ca *pki.CA) error {
@@ -572,6 +673,12 @@ func (n *Node) Stop() {
 		if err := n.st.Close(); err != nil {
 			n.cfg.Log.Warn("close store", zap.Error(err))
 		}
+	}
+	if n.dns != nil {
+		n.dns.Close()
+	}
+	if n.mesh != nil {
+		n.mesh.Close()
 	}
 	if n.net != nil {
 		n.net.Close()

@@ -212,7 +212,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		// Demoting the leader: hand leadership over here first (the leader
 		// actor stops the moment leadership moves), then let the new
 		// leader do it.
-		if n := a.findNode(m.Node); n != nil && n.Id == a.cfg.NodeID && a.cfg.Store.IsLeader() {
+		if n := a.findNode(m.Node); n != nil && n.Id == a.cfg.NodeID && a.cfg.Store.IsLeader() && a.otherVoters() {
 			a.demoteSelf(ctx)
 			return
 		}
@@ -299,6 +299,13 @@ func (a *apiActor) clusterInfo() *messages.ClusterInfoReply {
 	st := a.cfg.Store.State
 	r := &messages.ClusterInfoReply{Cluster: st.Cluster(), Index: st.Index(), Version: a.cfg.Version, NodeId: a.cfg.NodeID}
 	r.Cluster.WorkerToken, r.Cluster.ManagerToken = "", "" // `cluster join-token` shows them, to admins
+	if servers, err := a.cfg.Store.Servers(); err == nil {
+		for _, sv := range servers {
+			if sv.Voter {
+				r.RaftVoters = append(r.RaftVoters, sv.ID)
+			}
+		}
+	}
 	_, r.LeaderId = a.cfg.Store.Leader()
 	nodes := st.Nodes()
 	r.Nodes = uint32(len(nodes))
@@ -352,6 +359,10 @@ func (a *apiActor) createService(ctx actor.Context, m *messages.CreateServiceReq
 	}
 	if a.cfg.Store.State.ServiceByName(spec.Name) != nil {
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "service %q already exists: pick another name, or scale it with `warren service scale %s=N`", spec.Name, spec.Name)})
+		return
+	}
+	if err := a.portsFree(spec, ""); err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: err})
 		return
 	}
 	a.withImage(ctx, spec.Image, func() {
@@ -433,6 +444,10 @@ func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceReq
 	}
 	if err := messages.ValidateServiceSpec(m.Spec); err != nil {
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
+		return
+	}
+	if err := a.portsFree(m.Spec, v.Id); err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: err})
 		return
 	}
 	a.withImage(ctx, m.Spec.Image, func() {
@@ -682,23 +697,12 @@ func (a *apiActor) removeNode(ctx actor.Context, m *messages.RemoveNodeRequest) 
 }
 
 func (a *apiActor) writeNode(ctx actor.Context, cmd *messages.Command, nodeID string) {
-	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, writeTimeout)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		r, _ := res.(*messages.CommandResult)
-		switch {
-		case err != nil:
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; retry", err)})
-		case r == nil:
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res)})
-		case r.Error != nil:
-			ctx.Respond(&messages.NodeReply{Error: r.Error})
-		default:
-			reply := &messages.NodeReply{}
-			if nodeID != "" {
-				reply.Node = a.cfg.Store.State.Node(nodeID)
-			}
-			ctx.Respond(reply)
+	write(ctx, cmd, writeTimeout, func(e *messages.Error) {
+		reply := &messages.NodeReply{Error: e}
+		if e == nil && nodeID != "" {
+			reply.Node = a.cfg.Store.State.Node(nodeID)
 		}
+		ctx.Respond(reply)
 	})
 }
 
@@ -806,4 +810,45 @@ func (a *apiActor) proxy(ctx actor.Context, leader *actor.PID, deadline time.Tim
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
 			"the leader did not answer (%v): the write may or may not have been applied; check and retry", err)})
 	})
+}
+
+// portsFree refuses a published port another service already publishes:
+// the routing mesh answers it on every node, for one service only.
+func (a *apiActor) portsFree(spec *messages.ServiceSpec, self string) *messages.Error {
+	for _, v := range a.cfg.Store.State.Services() {
+		if v.Id == self {
+			continue
+		}
+		for _, p := range v.Spec.GetPorts() {
+			for _, q := range spec.GetPorts() {
+				if p.PublishedPort != 0 && p.PublishedPort == q.PublishedPort && protoOf(p) == protoOf(q) {
+					return errReply(messages.ErrorCode_ERROR_CODE_ALREADY_EXISTS, "port %d/%s is already published by service %s: pick another published port", q.PublishedPort, protoOf(q), v.Spec.GetName())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func protoOf(p *messages.PortConfig) string {
+	if p.Protocol == "" {
+		return "tcp"
+	}
+	return p.Protocol
+}
+
+// otherVoters reports whether raft has voters besides this manager (the
+// leader actor refuses demoting the last one, with the reason).
+func (a *apiActor) otherVoters() bool {
+	servers, err := a.cfg.Store.Servers()
+	if err != nil {
+		return false
+	}
+	n := 0
+	for _, s := range servers {
+		if s.Voter && s.ID != a.cfg.NodeID {
+			n++
+		}
+	}
+	return n > 0
 }

@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
 
@@ -34,3 +36,20 @@ type reconcileNow struct{}
 
 // tick is a timer self-message.
 type tick struct{ kind string }
+
+// write proposes cmd through the local store actor and, once it is settled,
+// calls done on the actor with the error to report (nil when applied).
+func write(ctx actor.Context, cmd *messages.Command, timeout time.Duration, done func(*messages.Error)) {
+	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: cmd}, timeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CommandResult)
+		switch {
+		case err != nil:
+			done(errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; retry", err))
+		case r == nil:
+			done(errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res))
+		default:
+			done(r.Error)
+		}
+	})
+}

@@ -268,20 +268,13 @@ func (a *leaderActor) isVoter(id string) bool {
 
 func (a *leaderActor) upsertRegistered(ctx actor.Context, n *messages.Node) {
 	st := a.cfg.Store.State
-	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}}, proposeTimeout+time.Second)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		r, _ := res.(*messages.CommandResult)
-		switch {
-		case err != nil:
-			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "register node: %v", err)})
-		case r == nil:
-			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "register node: unexpected reply %T", res)})
-		case r.Error != nil:
-			ctx.Respond(&messages.RegisterNodeReply{Error: r.Error})
-		default:
-			a.spawnNode(ctx, n.Id)
-			ctx.Respond(&messages.RegisterNodeReply{Node: st.Node(n.Id), Managers: managerActorAddrs(st)})
+	write(ctx, &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}, proposeTimeout+time.Second, func(e *messages.Error) {
+		if e != nil {
+			ctx.Respond(&messages.RegisterNodeReply{Error: e})
+			return
 		}
+		a.spawnNode(ctx, n.Id)
+		ctx.Respond(&messages.RegisterNodeReply{Node: st.Node(n.Id), Managers: managerActorAddrs(st)})
 	})
 }
 
@@ -390,13 +383,11 @@ func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 }
 
 func (a *leaderActor) writeNode(ctx actor.Context, n *messages.Node) {
-	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}}, proposeTimeout+time.Second)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		r, _ := res.(*messages.CommandResult)
-		if err != nil || r == nil || r.Error != nil {
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write node: %v %s", err, r.GetError().GetMessage())})
-			return
+	write(ctx, &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}, proposeTimeout+time.Second, func(e *messages.Error) {
+		reply := &messages.NodeReply{Error: e}
+		if e == nil {
+			reply.Node = a.cfg.Store.State.Node(n.Id)
 		}
-		ctx.Respond(&messages.NodeReply{Node: a.cfg.Store.State.Node(n.Id)})
+		ctx.Respond(reply)
 	})
 }

@@ -33,20 +33,10 @@ func newNodeActor(cfg LeaderConfig, id string) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{cfg: cfg, id: id} }, events.WithLifecycle)
 }
 
+// relevant: every node programs every service's endpoints and every mesh
+// peer, so any service, node or task change may matter to it.
 func (a *nodeActor) relevant(sc *messages.StateChanged) bool {
-	for _, c := range sc.Changes {
-		switch o := c.Object.(type) {
-		case *messages.Change_Task:
-			if o.Task.NodeId == a.id {
-				return true
-			}
-		case *messages.Change_Node:
-			if o.Node.Id == a.id {
-				return true
-			}
-		}
-	}
-	return false
+	return len(sc.Changes) > 0
 }
 
 func (a *nodeActor) Receive(ctx actor.Context) {
@@ -117,7 +107,8 @@ func (a *nodeActor) push(ctx actor.Context) {
 	if n == nil || n.Description.GetAddr() == "" {
 		return
 	}
-	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st), Node: n}
+	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st), Node: n,
+		Services: ServiceNetworks(st), Peers: MeshPeers(st)}
 	for _, t := range st.Tasks(store.TaskFilter{NodeID: a.id}) {
 		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING || !terminal(t.GetStatus().GetState()) {
 			as.Tasks = append(as.Tasks, t)
@@ -142,4 +133,45 @@ func (a *nodeActor) setState(ctx actor.Context, n *messages.Node, s messages.Nod
 	a.writing = true
 	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n, ExpectedVersion: n.Meta.GetVersion()}}}}, proposeTimeout+time.Second)
 	ctx.ReenterAfter(f, func(any, error) { a.writing = false })
+}
+
+// Healthy reports whether a task should receive traffic: running, with an
+// address, and healthy if it has a health check.
+func Healthy(t *messages.Task) bool {
+	st := t.GetStatus()
+	if t.DesiredState != messages.TaskState_TASK_STATE_RUNNING || st.GetState() != messages.TaskState_TASK_STATE_RUNNING || st.GetIp() == "" {
+		return false
+	}
+	if t.Spec.GetHealthCheck().GetKind() != messages.HealthCheck_KIND_NONE {
+		return st.GetHealth() == messages.HealthState_HEALTH_STATE_HEALTHY
+	}
+	return true
+}
+
+// ServiceNetworks is every service's VIP, ports and healthy endpoints, as
+// every node programs them. Derived from replicated state only, and pushed
+// in full, so no lost message can leave a node with stale backends.
+func ServiceNetworks(st *store.State) []*messages.ServiceNetwork {
+	var out []*messages.ServiceNetwork
+	for _, v := range st.Services() {
+		sn := &messages.ServiceNetwork{Name: v.Spec.GetName(), Vip: v.Vip, Ports: v.Spec.GetPorts()}
+		for _, t := range st.Tasks(store.TaskFilter{ServiceID: v.Id}) {
+			if Healthy(t) {
+				sn.Endpoints = append(sn.Endpoints, &messages.NetEndpoint{Ip: t.Status.Ip, Weight: 1})
+			}
+		}
+		out = append(out, sn)
+	}
+	return out
+}
+
+// MeshPeers is every node's WireGuard identity and task subnet.
+func MeshPeers(st *store.State) []*messages.MeshPeer {
+	var out []*messages.MeshPeer
+	for _, n := range st.Nodes() {
+		if k := n.Description.GetWgPublicKey(); k != "" && n.Subnet != "" {
+			out = append(out, &messages.MeshPeer{NodeId: n.Id, PublicKey: k, Endpoint: n.Description.GetWgEndpoint(), Subnet: n.Subnet})
+		}
+	}
+	return out
 }

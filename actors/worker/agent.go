@@ -40,7 +40,10 @@ type AgentConfig struct {
 	// role after a promotion or demotion; the host restarts the node in
 	// that role. Nil: roles never change here.
 	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte)
-	Log          *zap.Logger
+	// OnNetwork programs the node's share of the cluster network (VIPs,
+	// DNS, mesh peers) from each assignment set. Nil: no service network.
+	OnNetwork func(*messages.Assignments)
+	Log       *zap.Logger
 }
 
 var (
@@ -260,6 +263,9 @@ func (a *agent) start(ctx actor.Context) {
 	if cached != nil && a.net != nil {
 		a.cfg.Log.Info("resuming cached assignments", zap.Int("tasks", len(cached.Tasks)), zap.Uint64("index", cached.Index))
 		a.apply(ctx, cached)
+		if a.cfg.OnNetwork != nil {
+			a.cfg.OnNetwork(cached) // VIPs and peers work before any manager answers
+		}
 		// Only with the cached set applied do we know what is ours to
 		// keep; otherwise the first assignment from a manager decides.
 		a.gcOrphans()
@@ -369,6 +375,7 @@ func (a *agent) register(ctx actor.Context) {
 		if err := a.openNetwork(); err != nil {
 			a.cfg.Log.Error("task network", zap.Error(err))
 		}
+		a.beatFails = 0
 		if !a.registered {
 			a.registered = true
 			a.cfg.Log.Info("registered with manager", zap.String("subnet", a.subnet))
@@ -441,6 +448,9 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 		}
 	}
 	a.apply(ctx, m)
+	if a.cfg.OnNetwork != nil {
+		a.cfg.OnNetwork(m)
+	}
 	if !a.gcDone {
 		a.gcOrphans()
 		a.gcDone = true

@@ -26,7 +26,10 @@ type TaskConfig struct {
 	Network      Network
 	LogDir       string // <LogDir>/<task id>.log
 	CgroupParent string
-	Log          *zap.Logger
+	// ResolvConf is mounted as the containers' /etc/resolv.conf (the node's
+	// DNS) once the file exists.
+	ResolvConf string
+	Log        *zap.Logger
 }
 
 // Restart backoff when the spec sets none: quick first retry, doubling to a
@@ -202,6 +205,7 @@ func (a *taskActor) containerSpec(sb *netmesh.Sandbox) runtime.ContainerSpec {
 		NetNSPath:        sb.NetNSPath,
 		LogPath:          a.logPath(),
 		CgroupParent:     a.cfg.CgroupParent,
+		ResolvConfPath:   existing(a.cfg.ResolvConf),
 	}
 }
 
@@ -439,4 +443,14 @@ func (a *taskActor) teardown(ctx actor.Context, why string) {
 	}
 	a.report(ctx, messages.TaskState_TASK_STATE_SHUTDOWN, why, nil)
 	ctx.Stop(ctx.Self())
+}
+
+func existing(path string) string {
+	if path == "" {
+		return ""
+	}
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
 }

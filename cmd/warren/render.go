@@ -74,7 +74,7 @@ func renderClusterInfo(w io.Writer, r *messages.ClusterInfoReply) error {
 	fmt.Fprintf(tw, "Cluster:\t%s\n", r.Cluster.GetClusterId())
 	fmt.Fprintf(tw, "CA fingerprint:\t%s\n", r.Cluster.GetCaFingerprint())
 	fmt.Fprintf(tw, "Leader:\t%s (%s)\n", short(r.LeaderId), r.LeaderAddr)
-	fmt.Fprintf(tw, "Managers:\t%s\n", strings.Join(r.ManagerAddrs, ", "))
+	fmt.Fprintf(tw, "Managers:\t%s (%d raft voters)\n", strings.Join(r.ManagerAddrs, ", "), len(r.RaftVoters))
 	fmt.Fprintf(tw, "Nodes:\t%d\n", r.Nodes)
 	fmt.Fprintf(tw, "Services:\t%d\n", r.Services)
 	fmt.Fprintf(tw, "Tasks running:\t%d\n", r.TasksRunning)
@@ -197,6 +197,9 @@ func renderNode(w io.Writer, r *messages.NodeReply) error {
 	fmt.Fprintf(tw, "Resources:\t%d CPUs, %d MiB\n", n.Description.GetResources().GetNanoCpus()/1e9, n.Description.GetResources().GetMemoryBytes()>>20)
 	fmt.Fprintf(tw, "Runtime:\t%s\n", n.Description.GetRuntime())
 	fmt.Fprintf(tw, "Task subnet:\t%s\n", n.Subnet)
+	if k := n.Description.GetWgPublicKey(); k != "" {
+		fmt.Fprintf(tw, "Mesh:\tWireGuard, %s, endpoint %s, key %s\n", n.Description.GetMeshKind(), n.Description.GetWgEndpoint(), k)
+	}
 	fmt.Fprintf(tw, "Tasks running:\t%d\n", r.TasksRunning)
 	return tw.Flush()
 }

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -38,9 +40,26 @@ func main() {
 	listen := flag.String("listen", "", "address to listen on (default :$PORT, or :80)")
 	ignoreTerm := flag.Bool("ignore-sigterm", false, "ignore SIGTERM, so that stop must escalate to SIGKILL (for runtime tests)")
 	probeURL := flag.String("probe", "", "GET this URL and exit 0 on a 2xx answer, else 1 (an in-container health check tool; the image has no curl)")
+	fetchURL := flag.String("fetch", "", "GET this URL -n times (new connection each) and print a JSON object: task id -> answers, plus \"failed\"")
+	count := flag.Int("n", 1, "requests for -fetch")
+	resolve := flag.String("resolve", "", "resolve this name with the container's resolver and print the addresses, one per line")
 	flag.Parse()
 	if *probeURL != "" {
 		os.Exit(probe(*probeURL))
+	}
+	if *fetchURL != "" {
+		os.Exit(fetch(*fetchURL, *count))
+	}
+	if *resolve != "" {
+		addrs, err := net.DefaultResolver.LookupHost(context.Background(), *resolve)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, a := range addrs {
+			fmt.Println(a)
+		}
+		os.Exit(0)
 	}
 
 	addr := *listen
@@ -198,5 +217,33 @@ func probe(url string) int {
 		fmt.Fprintln(os.Stderr, resp.Status)
 		return 1
 	}
+	return 0
+}
+
+// fetch is the image's own load tool for e2e tests: which task answered.
+func fetch(url string, n int) int {
+	seen := map[string]int{}
+	for i := 0; i < n; i++ {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url)
+		if err != nil {
+			seen["failed"]++
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		task := "unknown"
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "task="); ok {
+				task = v
+			}
+		}
+		if resp.StatusCode != http.StatusOK {
+			task = "failed"
+		}
+		seen[task]++
+	}
+	out, _ := json.Marshal(seen)
+	fmt.Println(string(out))
 	return 0
 }

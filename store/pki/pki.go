@@ -146,19 +146,7 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CA key: %w", err)
 	}
-	cert, err := ParseCert(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, errors.New("CA key file holds no PEM block")
-	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse CA key: %w", err)
-	}
-	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
+	return CAFromPEM(certPEM, keyPEM)
 }
 
 // Save writes the identity as <prefix>.pem and <prefix>-key.pem (0600).
