@@ -701,6 +701,10 @@ func (r *Containerd) Exec(ctx context.Context, id string, cmd []string) (uint32,
 	select {
 	case st := <-ch:
 		code, _, err := st.Result()
+		// The exit can arrive before the output is copied out of the FIFOs.
+		if io := p.IO(); io != nil {
+			io.Wait()
+		}
 		return code, out.String(), err
 	case <-ctx.Done():
 		_ = p.Kill(bg, syscall.SIGKILL)

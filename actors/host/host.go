@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/actors/manager"
@@ -95,6 +97,14 @@ type Node struct {
 	restart chan struct{} // a role change asks the runner to restart the node
 	// roleChanging is set by the first role change of this run.
 	roleChanging atomic.Bool
+	// The network programmer: the newest set not yet applied, and whether
+	// its goroutine runs.
+	netMu      sync.Mutex
+	netNext    *messages.Assignments
+	netBusy    bool
+	netStopped bool // set by Stop: nothing is programmed any more
+	subnet     netip.Prefix
+	meshMu     sync.Mutex // mesh is created by the network programmer
 }
 
 // Restart fires when the node must be restarted (its role changed): stop
@@ -530,17 +540,10 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 	}
 	n.net = nw
 	gw := subnet.Masked().Addr().Next()
-	// The mesh and DNS add to a working task network; a node where they
+	n.subnet = subnet
+	// The mesh starts with the first peer (a lone node needs no tunnel, and
+	// wireguard-go's buffers cost ~30 MB); DNS starts now. A node where they
 	// cannot start still runs its tasks, and says why.
-	mesh, err := netmesh.NewMesh(netmesh.MeshConfig{
-		KeyFile: filepath.Join(n.cfg.DataDir, "wg.key"), NodeID: n.File.NodeID, Subnet: subnet, ClusterRange: store.TaskSubnetPool,
-		Endpoint: net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort)), Log: log.Named("mesh"),
-	})
-	if err != nil {
-		log.Error("WireGuard mesh not started: tasks on other nodes are unreachable from here", zap.Error(err))
-	} else {
-		n.mesh = mesh
-	}
 	dns, err := netmesh.NewDNS(netip.AddrPortFrom(gw, 53), netmesh.UpstreamsFromResolvConf("/etc/resolv.conf"), log.Named("dns"))
 	if err != nil {
 		log.Error("DNS not started: containers resolve service names nowhere", zap.Error(err))
@@ -555,9 +558,49 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 
 func (n *Node) resolvConf() string { return filepath.Join(n.cfg.DataDir, "resolv.conf") }
 
-// applyNetwork programs this node's share of the cluster network from an
-// assignment set: VIP rules, DNS answers, mesh peers. Called by the agent.
+// applyNetwork hands the latest assignment set's network to the network
+// programmer goroutine and returns at once: the agent's mailbox (status
+// reports, task spawns) never waits on nftables or the mesh, and a burst
+// of pushes is applied once, with the newest state.
 func (n *Node) applyNetwork(m *messages.Assignments) {
+	n.netMu.Lock()
+	n.netNext = m
+	start := !n.netBusy
+	n.netBusy = true
+	n.netMu.Unlock()
+	if start {
+		// A short debounce turns the burst of pushes a deploy causes into
+		// one nftables/DNS/mesh update, off the deploy's critical path.
+		time.AfterFunc(netDebounce, n.programNetwork)
+	}
+}
+
+// netDebounce bounds how long a network change waits to be programmed.
+const netDebounce = 50 * time.Millisecond
+
+func (n *Node) programNetwork() {
+	var last *messages.Assignments
+	for {
+		n.netMu.Lock()
+		m := n.netNext
+		n.netNext = nil
+		if m == nil || n.netStopped {
+			n.netBusy = false
+			n.netMu.Unlock()
+			return
+		}
+		n.netMu.Unlock()
+		if last != nil && proto.Equal(&messages.Assignments{Services: last.Services, Peers: last.Peers}, &messages.Assignments{Services: m.Services, Peers: m.Peers}) {
+			continue // nothing of the network changed
+		}
+		n.programNetworkNow(m)
+		last = m
+	}
+}
+
+// programNetworkNow programs this node's share of the cluster network from
+// an assignment set: VIP rules, DNS answers, mesh peers.
+func (n *Node) programNetworkNow(m *messages.Assignments) {
 	log := n.cfg.Log.Named("netmesh")
 	var svcs []netmesh.VIPService
 	recs := netmesh.DNSRecords{Services: map[string]netmesh.DNSService{}}
@@ -596,6 +639,19 @@ func (n *Node) applyNetwork(m *messages.Assignments) {
 	}
 	if n.dns != nil {
 		n.dns.Set(recs)
+	}
+	if n.mesh == nil && len(m.Peers) > 1 {
+		mesh, err := netmesh.NewMesh(netmesh.MeshConfig{
+			KeyFile: filepath.Join(n.cfg.DataDir, "wg.key"), NodeID: n.File.NodeID, Subnet: n.subnet, ClusterRange: store.TaskSubnetPool,
+			Endpoint: net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort)), Log: log.Named("mesh"),
+		})
+		if err != nil {
+			log.Error("WireGuard mesh not started: tasks on other nodes are unreachable from here", zap.Error(err))
+		} else {
+			n.meshMu.Lock()
+			n.mesh = mesh
+			n.meshMu.Unlock()
+		}
 	}
 	if n.mesh != nil {
 		var peers []netmesh.Peer
@@ -648,6 +704,9 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 
 // Stop shuts the node down cleanly; containers keep running.
 func (n *Node) Stop() {
+	n.netMu.Lock()
+	n.netStopped = true
+	n.netMu.Unlock()
 	if n.metrics != nil {
 		n.metrics.Close()
 	}
@@ -677,9 +736,11 @@ func (n *Node) Stop() {
 	if n.dns != nil {
 		n.dns.Close()
 	}
+	n.meshMu.Lock()
 	if n.mesh != nil {
 		n.mesh.Close()
 	}
+	n.meshMu.Unlock()
 	if n.net != nil {
 		n.net.Close()
 	}

@@ -80,8 +80,9 @@ type agent struct {
 	mgr          int      // index into managers of the one we talk to
 	managers     []string // known manager actor addresses
 	uploads      map[string]*os.File
-	switching    bool // a role change is under way
-	gcDone       bool // orphans were swept against an authoritative set
+	switching    bool   // a role change is under way
+	gcDone       bool   // orphans were swept against an authoritative set
+	cachedSig    string // assignmentSig of the cached set
 	beatInflight bool
 	beatFails    int
 	beats        int
@@ -434,12 +435,18 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 	if m.Node != nil && m.Node.Spec.GetRole() != a.cfg.Role {
 		a.changeRole(ctx, m.Node.Spec.GetRole())
 	}
-	data, err := proto.Marshal(m)
-	if err == nil {
-		err = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyAssign, data) })
-	}
-	if err != nil {
-		a.cfg.Log.Warn("cache assignments", zap.Error(err))
+	// Cache (an fsync) only when what this node must run changed, not on
+	// every push a status change elsewhere causes.
+	if sig := assignmentSig(m); sig != a.cachedSig {
+		data, err := proto.Marshal(m)
+		if err == nil {
+			err = a.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(cacheBucket).Put(keyAssign, data) })
+		}
+		if err != nil {
+			a.cfg.Log.Warn("cache assignments", zap.Error(err))
+		} else {
+			a.cachedSig = sig
+		}
 	}
 	if a.net == nil {
 		if err := a.openNetwork(); err != nil {
@@ -499,4 +506,14 @@ func (a *agent) apply(ctx actor.Context, m *messages.Assignments) {
 			}
 		}
 	}
+}
+
+// assignmentSig identifies what an assignment set asks of this node: its
+// tasks' ids, epochs, desired states and spec versions.
+func assignmentSig(m *messages.Assignments) string {
+	var b strings.Builder
+	for _, t := range m.Tasks {
+		fmt.Fprintf(&b, "%s/%d/%d/%d;", t.Id, t.Epoch, t.DesiredState, t.SpecVersion)
+	}
+	return b.String()
 }

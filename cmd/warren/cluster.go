@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -110,6 +111,9 @@ func clusterJoin(c *cli.Context) error {
 
 // runNode runs a node in the foreground until SIGTERM or SIGINT.
 func runNode(c *cli.Context, join *host.JoinConfig) error {
+	// A node daemon's heap is small and long-lived: collect at 50% growth
+	// rather than 100% to keep its resident size down on small machines.
+	debug.SetGCPercent(50)
 	log, err := newLogger(c.String("log-level"))
 	if err != nil {
 		return err
