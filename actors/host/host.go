@@ -576,7 +576,7 @@ func (n *Node) applyNetwork(m *messages.Assignments) {
 }
 
 // netDebounce bounds how long a network change waits to be programmed.
-const netDebounce = 50 * time.Millisecond
+const netDebounce = 250 * time.Millisecond
 
 func (n *Node) programNetwork() {
 	var last *messages.Assignments
