@@ -218,6 +218,10 @@ func (n *Network) netnsPath(taskID string) string {
 	return filepath.Join(n.cfg.NetNSDir, taskID)
 }
 
+// NetNSPath is where Attach puts the task's network namespace: a container
+// can be created with it before Attach finishes (runc joins it at start).
+func (n *Network) NetNSPath(taskID string) string { return n.netnsPath(taskID) }
+
 // GC detaches every task that is not in keep but has a lease, a namespace
 // file under NetNSDir or a veth on this node. Run it after a restart with
 // the tasks that still run, so no address, namespace or veth leaks. Kept

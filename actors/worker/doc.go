@@ -16,4 +16,5 @@ import (
 type Network interface {
 	Attach(ctx context.Context, taskID string) (*netmesh.Sandbox, error)
 	Detach(ctx context.Context, taskID string) error
+	NetNSPath(taskID string) string
 }

@@ -143,28 +143,41 @@ func (a *taskActor) starting(ctx actor.Context) {
 		a.fail(ctx, messages.TaskState_TASK_STATE_FAILED, fmt.Errorf("container status: %w", err))
 		return
 	}
-	sb, err := a.cfg.Network.Attach(c, id)
-	if err != nil {
-		a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, fmt.Errorf("network: %w", err))
+	// The network sandbox and the container are independent until start
+	// (runc joins the namespace then): build them side by side.
+	type attached struct {
+		sb  *netmesh.Sandbox
+		err error
+	}
+	net := make(chan attached, 1)
+	go func() {
+		sb, err := a.cfg.Network.Attach(c, id)
+		net <- attached{sb, err}
+	}()
+	var createErr error
+	if !st.Exists && !st.Running {
+		a.report(ctx, messages.TaskState_TASK_STATE_PREPARING, "preparing image and network", nil)
+		if createErr = a.cfg.Runtime.EnsureImage(c, a.task.Spec.GetImage()); createErr == nil {
+			if err := a.cfg.Runtime.Create(c, a.containerSpec(a.cfg.Network.NetNSPath(id))); err != nil {
+				createErr = fmt.Errorf("create container: %w", err)
+			}
+		}
+	}
+	r := <-net
+	if r.err != nil {
+		a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, fmt.Errorf("network: %w", r.err))
 		return
 	}
-	a.ip = sb.IP.String()
+	a.ip = r.sb.IP.String()
+	if createErr != nil {
+		a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, createErr)
+		return
+	}
 	if st.Running {
 		// Adopt: the container survived a warren restart or an actor crash.
 		a.log.Info("adopted running container", zap.Uint32("pid", st.Pid))
 		a.watch(ctx, st.Pid)
 		return
-	}
-	if !st.Exists {
-		a.report(ctx, messages.TaskState_TASK_STATE_PREPARING, "preparing image and network", nil)
-		if err := a.cfg.Runtime.EnsureImage(c, a.task.Spec.GetImage()); err != nil {
-			a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, err)
-			return
-		}
-		if err := a.cfg.Runtime.Create(c, a.containerSpec(sb)); err != nil {
-			a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, fmt.Errorf("create container: %w", err))
-			return
-		}
 	}
 	a.report(ctx, messages.TaskState_TASK_STATE_STARTING, "starting", nil)
 	pid, err := a.cfg.Runtime.Start(c, id)
@@ -176,7 +189,7 @@ func (a *taskActor) starting(ctx actor.Context) {
 	a.watch(ctx, pid)
 }
 
-func (a *taskActor) containerSpec(sb *netmesh.Sandbox) runtime.ContainerSpec {
+func (a *taskActor) containerSpec(netns string) runtime.ContainerSpec {
 	s := a.task.Spec
 	env := []string{
 		"WARREN_TASK_ID=" + a.task.Id, "WARREN_SERVICE=" + a.task.ServiceName,
@@ -202,7 +215,7 @@ func (a *taskActor) containerSpec(sb *netmesh.Sandbox) runtime.ContainerSpec {
 		},
 		MemoryLimitBytes: s.GetResources().GetLimits().GetMemoryBytes(),
 		CPUMillis:        s.GetResources().GetLimits().GetNanoCpus() / 1e6,
-		NetNSPath:        sb.NetNSPath,
+		NetNSPath:        netns,
 		LogPath:          a.logPath(),
 		CgroupParent:     a.cfg.CgroupParent,
 		ResolvConfPath:   existing(a.cfg.ResolvConf),
