@@ -86,6 +86,9 @@ func (h *Hub) start(ctx actor.Context) {
 	if err != nil {
 		panic(fmt.Errorf("open event history %s: %w", h.path, err))
 	}
+	// History is a convenience, not state: losing the last events of a
+	// power cut is fine, an fsync per event on a busy node is not.
+	db.NoSync = true
 	h.db = db
 	_ = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
