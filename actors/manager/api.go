@@ -334,22 +334,7 @@ func (a *apiActor) findService(name string) *messages.Service {
 	return st.Service(name)
 }
 
-func (a *apiActor) findNode(ref string) *messages.Node {
-	st := a.cfg.Store.State
-	if n := st.Node(ref); n != nil {
-		return n
-	}
-	var match *messages.Node
-	for _, n := range st.Nodes() {
-		if n.Description.GetHostname() == ref || (len(ref) >= 4 && strings.HasPrefix(n.Id, ref)) {
-			if match != nil {
-				return nil // ambiguous
-			}
-			match = n
-		}
-	}
-	return match
-}
+func (a *apiActor) findNode(ref string) *messages.Node { return findNode(a.cfg.Store.State, ref) }
 
 func (a *apiActor) createService(ctx actor.Context, m *messages.CreateServiceRequest) {
 	spec := m.Spec

@@ -289,9 +289,9 @@ func managerActorAddrs(st *store.State) []string {
 	return out
 }
 
-// findNode resolves an id, id prefix or hostname.
-func (a *leaderActor) findNode(ref string) *messages.Node {
-	st := a.cfg.Store.State
+// findNode resolves an id, id prefix or hostname in the state; nil when
+// unknown or ambiguous.
+func findNode(st *store.State, ref string) *messages.Node {
 	if n := st.Node(ref); n != nil {
 		return n
 	}
@@ -299,7 +299,7 @@ func (a *leaderActor) findNode(ref string) *messages.Node {
 	for _, n := range st.Nodes() {
 		if n.Description.GetHostname() == ref || (len(ref) >= 4 && strings.HasPrefix(n.Id, ref)) {
 			if match != nil {
-				return nil
+				return nil // ambiguous
 			}
 			match = n
 		}
@@ -311,7 +311,7 @@ func (a *leaderActor) findNode(ref string) *messages.Node {
 // its new role in its next assignment set, gets a manager certificate,
 // restarts as a manager and is added as a raft voter when it registers.
 func (a *leaderActor) promote(ctx actor.Context, m *messages.PromoteNodeRequest) {
-	n := a.findNode(m.Node)
+	n := findNode(a.cfg.Store.State, m.Node)
 	switch {
 	case n == nil:
 		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
@@ -331,7 +331,7 @@ func (a *leaderActor) promote(ctx actor.Context, m *messages.PromoteNodeRequest)
 // managers left must still have a majority of themselves reachable.
 func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 	st := a.cfg.Store.State
-	n := a.findNode(m.Node)
+	n := findNode(a.cfg.Store.State, m.Node)
 	if n == nil {
 		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
 		return

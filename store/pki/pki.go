@@ -96,30 +96,16 @@ func (ca *CA) Issue(name, role string, ips []net.IP, dnsNames []string, validity
 	if err != nil {
 		return nil, fmt.Errorf("generate key for %s: %w", name, err)
 	}
-	sn, err := serial()
+	certPEM, err := ca.sign(&key.PublicKey, name, role, ips, dnsNames, validity)
 	if err != nil {
 		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{role}, Organization: []string{Organization}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  ips,
-		DNSNames:     dnsNames,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return nil, err
 	}
 	return &Identity{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		CertPEM: certPEM,
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
 	}, nil
 }
@@ -258,4 +244,28 @@ func TLSConfig(caPEM []byte, id *Identity) (*tls.Config, error) {
 		InsecureSkipVerify:    true, //nolint:gosec // verified above
 		VerifyPeerCertificate: verify,
 	}, nil
+}
+
+// sign issues a certificate for pub with name and role, valid as TLS server
+// and client: the one place Warren's leaf certificates are shaped.
+func (ca *CA) sign(pub any, name, role string, ips []net.IP, dnsNames []string, validity time.Duration) ([]byte, error) {
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{role}, Organization: []string{Organization}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  ips,
+		DNSNames:     dnsNames,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
