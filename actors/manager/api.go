@@ -64,9 +64,9 @@ func errReply(code messages.ErrorCode, format string, a ...any) *messages.Error 
 
 func (a *apiActor) Receive(ctx actor.Context) {
 	msg := ctx.Message()
-	switch msg.(type) {
+	switch m := msg.(type) {
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
-		if _, ok := msg.(*actor.Stopping); ok {
+		if _, ok := m.(*actor.Stopping); ok {
 			for _, f := range a.uploads {
 				f.Close()
 				os.Remove(f.Name())
@@ -74,7 +74,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		}
 		return
 	case *messages.CertificateRequest:
-		a.certificate(ctx, msg.(*messages.CertificateRequest))
+		a.certificate(ctx, m)
 		return
 	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport:
 		if err := nodeMayReport(ctx); err != nil {
