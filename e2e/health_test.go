@@ -18,8 +18,30 @@ func TestHealthChecks(t *testing.T) {
 	n := h.Hosts[0]
 	must(t, n.StartAndWait(90*time.Second))
 	cli(t, n, "image", "import", demoV1)
-	cli(t, n, "service", "create", "web", "--image", "demo:v1", "--replicas", "2",
+	// --wait returns only once both replicas pass their check: no polling
+	// needed right after it.
+	_, stderr, err := n.CLI("service", "create", "web", "--image", "demo:v1", "--replicas", "2", "--wait", "--wait-timeout", "60s",
 		"--health-cmd", "http GET /healthz", "--health-interval", "300ms", "--health-retries", "2", "--stop-grace-period", "2s")
+	must(t, err)
+	if !strings.Contains(stderr, "web: 2/2 tasks running") {
+		t.Fatalf("create --wait said %q", stderr)
+	}
+	var healthyNow int
+	for _, tk := range running(tasks(t, n, "web", false)) {
+		if tk.Status.Health == messages.HealthState_HEALTH_STATE_HEALTHY {
+			healthyNow++
+		}
+	}
+	if healthyNow != 2 {
+		t.Fatalf("create --wait returned with %d of 2 tasks healthy", healthyNow)
+	}
+	// A wait that cannot be met says how far it got.
+	_, stderr, err = n.CLI("service", "create", "never", "--image", "demo:v1", "--wait", "--wait-timeout", "3s",
+		"--health-cmd", "http GET /no-such-path", "--health-interval", "300ms", "--health-retries", "1")
+	if err == nil || !strings.Contains(stderr, "0 of 1 tasks ready") {
+		t.Fatalf("create --wait of a service that never gets healthy: err %v, stderr %q", err, stderr)
+	}
+	cli(t, n, "service", "rm", "never")
 	cli(t, n, "service", "create", "raw", "--image", "demo:v1", "--health-cmd", "tcp", "--health-interval", "300ms")
 	cli(t, n, "service", "create", "inside", "--image", "demo:v1", "--health-cmd", "exec /app -probe http://127.0.0.1/healthz", "--health-interval", "300ms")
 

@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/e2e/cluster"
@@ -19,17 +24,54 @@ import (
 // through containerd: the container's own network, resolver and routes.
 func execIn(t *testing.T, n *cluster.Host, taskID string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	out, err := execInErr(n, taskID, args...)
+	must(t, err)
+	return out
+}
+
+// execInErr is execIn for goroutines and expected failures: a non-zero
+// exit is an error carrying the output.
+func execInErr(n *cluster.Host, taskID string, args ...string) (string, error) {
+	return execInTimeout(n, taskID, 90*time.Second, args...)
+}
+
+func execInTimeout(n *cluster.Host, taskID string, timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	rt, err := runtime.NewContainerd(ctx, n.ContainerdSocket(), runtime.DefaultNamespace, zap.NewNop())
-	must(t, err)
+	if err != nil {
+		return "", err
+	}
 	defer rt.Close()
 	code, out, err := rt.Exec(ctx, taskID, append([]string{"/app"}, args...))
-	must(t, err)
-	if code != 0 {
-		t.Fatalf("/app %v in %s exited %d: %s", args, taskID, code, out)
+	if err != nil {
+		return out, err
 	}
-	return out
+	if code != 0 {
+		return out, fmt.Errorf("/app %v in %s exited %d: %s", args, taskID, code, out)
+	}
+	return out, nil
+}
+
+// serveUpstreamDNS answers A queries for names on addr (UDP), as the
+// hosts' upstream resolver: every other name is NXDOMAIN.
+func serveUpstreamDNS(t *testing.T, addr string, names map[string]string) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	must(t, err)
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		if ip, ok := names[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)})
+		} else if !ok {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
 }
 
 func spread(t *testing.T, out string) map[string]int {
@@ -39,16 +81,52 @@ func spread(t *testing.T, out string) map[string]int {
 	return m
 }
 
+// hostSpread GETs url n times from host's network namespace, a new
+// connection each, and counts which task answered ("failed" for errors).
+func hostSpread(host *cluster.Host, url string, n int) map[string]int {
+	m := map[string]int{}
+	for i := 0; i < n; i++ {
+		body, err := host.HTTPGet(url+"?format=json", 5*time.Second)
+		var r struct {
+			Task string `json:"task"`
+		}
+		if err != nil || json.Unmarshal([]byte(body), &r) != nil || r.Task == "" {
+			m["failed"]++
+			continue
+		}
+		m[r.Task]++
+	}
+	return m
+}
+
 // TestServiceNetwork: three hosts, a service of 3 replicas, one per host;
 // from a container, its name resolves to a VIP that balances over all
-// three across the WireGuard mesh; tasks. resolves to the task IPs; an unhealthy task leaves the VIP.
-// (The routing mesh's published ports are programmed but not yet checked
-// here: traffic a node sends to its own published port with a backend on
-// another node needs its source rewritten into the mesh; see issue 6.)
+// three across the WireGuard mesh; tasks. resolves to the task IPs; the
+// published port answers on every host, from the host itself and from
+// another; an unhealthy task leaves the VIP and the published port.
 func TestServiceNetwork(t *testing.T) {
 	h := cluster.New(t, cluster.Options{Hosts: 3, Bin: warrenBin})
-	formCluster(t, h, 1)
 	m0 := h.Hosts[0]
+	must(t, m0.StartAndWait(90*time.Second))
+	// Host 2 stands for a node behind NAT: its WireGuard endpoint is an
+	// address other than the one it advertises. The mesh only works if
+	// peers use it (WireGuard listens on every address, so both reach it).
+	h2 := h.Hosts[2]
+	wgIP := strings.TrimSuffix(h.Gateway(), ".254") + ".202"
+	_, err := h2.Exec("ip", "addr", "add", wgIP+"/24", "dev", "eth0")
+	must(t, err)
+	wtok := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "worker", "-q"))
+	for _, w := range h.Hosts[1:] {
+		w.SetJoin(wtok, m0.JoinAddr())
+	}
+	must(t, h.Hosts[1].Start())
+	must(t, h2.Start("--wg-endpoint", wgIP+":51820"))
+	waitNodes(t, m0, 3, 1)
+	ni := &messages.NodeReply{}
+	must(t, jsonOf(cli(t, m0, "node", "inspect", h2.Name, "-o", "json"), ni))
+	if got := ni.GetNode().GetDescription().GetWgEndpoint(); got != wgIP+":51820" {
+		t.Fatalf("node inspect shows WireGuard endpoint %q, want %s:51820", got, wgIP)
+	}
 	cli(t, m0, "image", "import", demoV1)
 	cli(t, m0, "service", "create", "web", "--image", "demo:v1", "--replicas", "3", "--publish", "8080:80",
 		"--health-cmd", "http GET /healthz", "--health-interval", "300ms", "--health-retries", "1",
@@ -106,6 +184,112 @@ func TestServiceNetwork(t *testing.T) {
 		return nil
 	})
 
+	// The routing mesh: every host's published port reaches all three
+	// replicas, whether the host calls itself or another host calls it.
+	for i, host := range h.Hosts {
+		from := h.Hosts[(i+1)%len(h.Hosts)]
+		for _, c := range []*cluster.Host{host, from} {
+			eventually(t, 30*time.Second, fmt.Sprintf("%s:8080 from %s reaches all 3 replicas", host.Name, c.Name), func() error {
+				s := hostSpread(c, "http://"+host.IP+":8080/", 60)
+				for _, tk := range web {
+					if s[tk.Id] == 0 {
+						return fmt.Errorf("replica %s got none: %v", tk.Id, s)
+					}
+				}
+				if s["failed"] > 0 {
+					return fmt.Errorf("%d failed: %v", s["failed"], s)
+				}
+				return nil
+			})
+		}
+	}
+
+	// DNS: SRV records for the published port (by number and by its IANA
+	// name), names outside the zone forwarded to the host's resolver.
+	serveUpstreamDNS(t, h.Gateway()+":53", map[string]string{"upstream.test.": "192.0.2.7"})
+	for _, name := range []string{"_http._tcp.web.warren", "_80._tcp.web"} {
+		if out := strings.TrimSpace(execIn(t, m0, client.Id, "-srv", name)); out != "web.warren. 80" {
+			t.Errorf("SRV %s = %q, want web.warren. 80", name, out)
+		}
+	}
+	if out := strings.TrimSpace(execIn(t, m0, client.Id, "-resolve", "upstream.test")); out != "192.0.2.7" {
+		t.Errorf("upstream.test forwarded = %q, want 192.0.2.7", out)
+	}
+	// A deleted service's name stops resolving, within a second or so.
+	cli(t, m0, "service", "create", "gone", "--image", "demo:v1", "--wait")
+	eventually(t, 30*time.Second, "gone resolves", func() error {
+		_, err := execInErr(m0, client.Id, "-resolve", "gone")
+		return err
+	})
+	cli(t, m0, "service", "rm", "gone")
+	deleted := time.Now()
+	eventually(t, 30*time.Second, "a deleted service's name stops resolving", func() error {
+		if out, err := execInErr(m0, client.Id, "-resolve", "gone.warren"); err == nil {
+			return fmt.Errorf("gone.warren still resolves to %q", out)
+		}
+		return nil
+	})
+	t.Logf("deleted service stopped resolving after %s", time.Since(deleted).Round(10*time.Millisecond))
+
+	// Continuous requests, through the VIP from a container and through a
+	// published port from a host, while web scales 3 → 9 → 3: not one
+	// fails, and the new replicas serve while they are up.
+	type fetched struct {
+		out string
+		err error
+	}
+	inside := make(chan fetched, 1)
+	go func() {
+		out, err := execInErr(m0, client.Id, "-fetch", "http://web/", "-for", "25s")
+		inside <- fetched{out, err}
+	}()
+	stop := make(chan struct{})
+	outside := make(chan map[string]int, 1)
+	go func() {
+		m := map[string]int{}
+		for {
+			select {
+			case <-stop:
+				outside <- m
+				return
+			default:
+			}
+			for k, v := range hostSpread(h.Hosts[1], "http://"+h.Hosts[2].IP+":8080/", 5) {
+				m[k] += v
+			}
+		}
+	}()
+	time.Sleep(2 * time.Second)
+	scaleStart := time.Now()
+	scale := func(to string) {
+		if _, stderr, err := m0.CLI("service", "scale", "web="+to, "--wait", "--wait-timeout", "60s"); err != nil {
+			t.Fatalf("scale web=%s: %v %s\n%s", to, err, stderr, cli(t, m0, "service", "ps", "web", "-a"))
+		}
+	}
+	scale("9")
+	time.Sleep(2 * time.Second)
+	scale("3")
+	scaled := time.Since(scaleStart)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	out := <-outside
+	in := <-inside
+	must(t, in.err)
+	s := spread(t, in.out)
+	t.Logf("scaling 3 → 9 → 3 took %s; through the VIP: %v; through the published port: %v", scaled.Round(10*time.Millisecond), s, out)
+	if scaled > 20*time.Second {
+		t.Fatalf("scaling took %s, longer than the in-container load ran", scaled)
+	}
+	for name, m := range map[string]map[string]int{"VIP": s, "published port": out} {
+		if m["failed"] > 0 || m["unknown"] > 0 {
+			t.Errorf("%s: requests failed while scaling: %v", name, m)
+		}
+		if len(m) <= 3 {
+			t.Errorf("%s: only %d replicas answered while scaling to 9: %v", name, len(m), m)
+		}
+	}
+	web = waitRunning(t, m0, "web", 3)
+
 	// An unhealthy replica receives nothing more, on any host.
 	victim := web[0]
 	var vh *cluster.Host
@@ -122,4 +306,52 @@ func TestServiceNetwork(t *testing.T) {
 		}
 		return nil
 	})
+	for _, host := range h.Hosts {
+		if s := hostSpread(host, "http://"+host.IP+":8080/", 30); s[victim.Id] > 0 || s["failed"] > 0 {
+			t.Errorf("published port of %s after the replica turned unhealthy: %v", host.Name, s)
+		}
+	}
+
+	// A node leaves: its mesh route (the WireGuard peer's allowed IPs) and
+	// its tasks' endpoints disappear on every other node.
+	subnet := netip.MustParsePrefix(ni.GetNode().GetSubnet())
+	prefix := strings.TrimSuffix(subnet.Masked().Addr().String(), "0") // "10.88.3."
+	knows := func(host *cluster.Host) (route, endpoint bool, err error) {
+		var routes []netlink.Route
+		if err := host.InNetNS(func() error {
+			var err error
+			routes, err = netlink.RouteList(nil, netlink.FAMILY_V4)
+			return err
+		}); err != nil {
+			return false, false, err
+		}
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() == subnet.String() {
+				route = true
+			}
+		}
+		out, err := host.Exec("nft", "list", "table", "inet", "warren")
+		return route, strings.Contains(out, prefix), err
+	}
+	// A service pinned to the leaving node has an endpoint in its subnet.
+	cli(t, m0, "service", "create", "pinned", "--image", "demo:v1", "--wait", "--constraint", "node.hostname=="+h2.Name)
+	for _, host := range h.Hosts[:2] {
+		eventually(t, 30*time.Second, fmt.Sprintf("%s routes to %s's tasks", host.Name, h2.Name), func() error {
+			if route, endpoint, err := knows(host); err != nil || !route || !endpoint {
+				return fmt.Errorf("route to its subnet %v, an endpoint in it %v (%v)", route, endpoint, err)
+			}
+			return nil
+		})
+	}
+	must(t, h2.Kill(syscall.SIGTERM, 30*time.Second))
+	cli(t, m0, "node", "rm", "--force", h2.Name)
+	for _, host := range h.Hosts[:2] {
+		eventually(t, 30*time.Second, fmt.Sprintf("%s forgets %s", host.Name, h2.Name), func() error {
+			route, endpoint, err := knows(host)
+			if err != nil || route || endpoint {
+				return fmt.Errorf("route to %s still there: %v; an endpoint in it still in the rules: %v (%v)", subnet, route, endpoint, err)
+			}
+			return nil
+		})
+	}
 }

@@ -637,6 +637,137 @@ func (x *ListServicesReply) GetServices() []*ServiceSummary {
 	return nil
 }
 
+// Wait until a service has converged: as many tasks as it wants all run
+// its current spec (and pass their health check, if it has one), and no
+// task it no longer wants is still stopping. Answered at once if it has.
+type WaitServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	TimeoutMs     uint64                 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"` // 0: two minutes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitServiceRequest) Reset() {
+	*x = WaitServiceRequest{}
+	mi := &file_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitServiceRequest) ProtoMessage() {}
+
+func (x *WaitServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitServiceRequest.ProtoReflect.Descriptor instead.
+func (*WaitServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WaitServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WaitServiceRequest) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type WaitServiceReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"` // the service went away, or time ran out
+	Service       *Service               `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Desired       uint64                 `protobuf:"varint,3,opt,name=desired,proto3" json:"desired,omitempty"`
+	Ready         uint64                 `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`                         // tasks running the current spec, healthy
+	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"` // newest task failure, to say why not
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitServiceReply) Reset() {
+	*x = WaitServiceReply{}
+	mi := &file_api_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitServiceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitServiceReply) ProtoMessage() {}
+
+func (x *WaitServiceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitServiceReply.ProtoReflect.Descriptor instead.
+func (*WaitServiceReply) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WaitServiceReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *WaitServiceReply) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *WaitServiceReply) GetDesired() uint64 {
+	if x != nil {
+		return x.Desired
+	}
+	return 0
+}
+
+func (x *WaitServiceReply) GetReady() uint64 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *WaitServiceReply) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 type ListTasksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"` // name or id; empty = all
@@ -648,7 +779,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +791,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +804,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{11}
+	return file_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListTasksRequest) GetService() string {
@@ -707,7 +838,7 @@ type ListTasksReply struct {
 
 func (x *ListTasksReply) Reset() {
 	*x = ListTasksReply{}
-	mi := &file_api_proto_msgTypes[12]
+	mi := &file_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +850,7 @@ func (x *ListTasksReply) String() string {
 func (*ListTasksReply) ProtoMessage() {}
 
 func (x *ListTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[12]
+	mi := &file_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +863,7 @@ func (x *ListTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksReply.ProtoReflect.Descriptor instead.
 func (*ListTasksReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{12}
+	return file_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListTasksReply) GetError() *Error {
@@ -757,7 +888,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_proto_msgTypes[13]
+	mi := &file_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +900,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[13]
+	mi := &file_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +913,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{13}
+	return file_api_proto_rawDescGZIP(), []int{15}
 }
 
 type ListNodesReply struct {
@@ -795,7 +926,7 @@ type ListNodesReply struct {
 
 func (x *ListNodesReply) Reset() {
 	*x = ListNodesReply{}
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +938,7 @@ func (x *ListNodesReply) String() string {
 func (*ListNodesReply) ProtoMessage() {}
 
 func (x *ListNodesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +951,7 @@ func (x *ListNodesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesReply.ProtoReflect.Descriptor instead.
 func (*ListNodesReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{14}
+	return file_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListNodesReply) GetError() *Error {
@@ -846,7 +977,7 @@ type InspectNodeRequest struct {
 
 func (x *InspectNodeRequest) Reset() {
 	*x = InspectNodeRequest{}
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +989,7 @@ func (x *InspectNodeRequest) String() string {
 func (*InspectNodeRequest) ProtoMessage() {}
 
 func (x *InspectNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1002,7 @@ func (x *InspectNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectNodeRequest.ProtoReflect.Descriptor instead.
 func (*InspectNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{15}
+	return file_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InspectNodeRequest) GetNode() string {
@@ -892,7 +1023,7 @@ type NodeReply struct {
 
 func (x *NodeReply) Reset() {
 	*x = NodeReply{}
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1035,7 @@ func (x *NodeReply) String() string {
 func (*NodeReply) ProtoMessage() {}
 
 func (x *NodeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1048,7 @@ func (x *NodeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReply.ProtoReflect.Descriptor instead.
 func (*NodeReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{16}
+	return file_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeReply) GetError() *Error {
@@ -955,7 +1086,7 @@ type ImportImageChunk struct {
 
 func (x *ImportImageChunk) Reset() {
 	*x = ImportImageChunk{}
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1098,7 @@ func (x *ImportImageChunk) String() string {
 func (*ImportImageChunk) ProtoMessage() {}
 
 func (x *ImportImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1111,7 @@ func (x *ImportImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageChunk.ProtoReflect.Descriptor instead.
 func (*ImportImageChunk) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{17}
+	return file_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportImageChunk) GetUploadId() string {
@@ -1021,7 +1152,7 @@ type ImportImageReply struct {
 
 func (x *ImportImageReply) Reset() {
 	*x = ImportImageReply{}
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1164,7 @@ func (x *ImportImageReply) String() string {
 func (*ImportImageReply) ProtoMessage() {}
 
 func (x *ImportImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1177,7 @@ func (x *ImportImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageReply.ProtoReflect.Descriptor instead.
 func (*ImportImageReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{18}
+	return file_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportImageReply) GetError() *Error {
@@ -1071,7 +1202,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1214,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1227,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{19}
+	return file_api_proto_rawDescGZIP(), []int{21}
 }
 
 type ListImagesReply struct {
@@ -1109,7 +1240,7 @@ type ListImagesReply struct {
 
 func (x *ListImagesReply) Reset() {
 	*x = ListImagesReply{}
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1252,7 @@ func (x *ListImagesReply) String() string {
 func (*ListImagesReply) ProtoMessage() {}
 
 func (x *ListImagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1265,7 @@ func (x *ListImagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesReply.ProtoReflect.Descriptor instead.
 func (*ListImagesReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{20}
+	return file_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListImagesReply) GetError() *Error {
@@ -1162,7 +1293,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1305,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1318,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{21}
+	return file_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PullImageRequest) GetRef() string {
@@ -1214,7 +1345,7 @@ type PullImageReply struct {
 
 func (x *PullImageReply) Reset() {
 	*x = PullImageReply{}
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1357,7 @@ func (x *PullImageReply) String() string {
 func (*PullImageReply) ProtoMessage() {}
 
 func (x *PullImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1370,7 @@ func (x *PullImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageReply.ProtoReflect.Descriptor instead.
 func (*PullImageReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{22}
+	return file_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PullImageReply) GetError() *Error {
@@ -1267,7 +1398,7 @@ type JoinTokenRequest struct {
 
 func (x *JoinTokenRequest) Reset() {
 	*x = JoinTokenRequest{}
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1410,7 @@ func (x *JoinTokenRequest) String() string {
 func (*JoinTokenRequest) ProtoMessage() {}
 
 func (x *JoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1423,7 @@ func (x *JoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*JoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{23}
+	return file_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinTokenRequest) GetRole() NodeRole {
@@ -1320,7 +1451,7 @@ type JoinTokenReply struct {
 
 func (x *JoinTokenReply) Reset() {
 	*x = JoinTokenReply{}
-	mi := &file_api_proto_msgTypes[24]
+	mi := &file_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1463,7 @@ func (x *JoinTokenReply) String() string {
 func (*JoinTokenReply) ProtoMessage() {}
 
 func (x *JoinTokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[24]
+	mi := &file_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1476,7 @@ func (x *JoinTokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinTokenReply.ProtoReflect.Descriptor instead.
 func (*JoinTokenReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{24}
+	return file_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JoinTokenReply) GetError() *Error {
@@ -1383,7 +1514,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_api_proto_msgTypes[25]
+	mi := &file_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1526,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[25]
+	mi := &file_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1539,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{25}
+	return file_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateNodeRequest) GetNode() string {
@@ -1455,7 +1586,7 @@ type PromoteNodeRequest struct {
 
 func (x *PromoteNodeRequest) Reset() {
 	*x = PromoteNodeRequest{}
-	mi := &file_api_proto_msgTypes[26]
+	mi := &file_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1598,7 @@ func (x *PromoteNodeRequest) String() string {
 func (*PromoteNodeRequest) ProtoMessage() {}
 
 func (x *PromoteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[26]
+	mi := &file_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1611,7 @@ func (x *PromoteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteNodeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{26}
+	return file_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PromoteNodeRequest) GetNode() string {
@@ -1499,7 +1630,7 @@ type DemoteNodeRequest struct {
 
 func (x *DemoteNodeRequest) Reset() {
 	*x = DemoteNodeRequest{}
-	mi := &file_api_proto_msgTypes[27]
+	mi := &file_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1642,7 @@ func (x *DemoteNodeRequest) String() string {
 func (*DemoteNodeRequest) ProtoMessage() {}
 
 func (x *DemoteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[27]
+	mi := &file_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1655,7 @@ func (x *DemoteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteNodeRequest.ProtoReflect.Descriptor instead.
 func (*DemoteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{27}
+	return file_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DemoteNodeRequest) GetNode() string {
@@ -1544,7 +1675,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_api_proto_msgTypes[28]
+	mi := &file_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1687,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[28]
+	mi := &file_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1700,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{28}
+	return file_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveNodeRequest) GetNode() string {
@@ -1631,7 +1762,18 @@ const file_api_proto_rawDesc = "" +
 	"\arunning\x18\x03 \x01(\x04R\arunning\"r\n" +
 	"\x11ListServicesReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x125\n" +
-	"\bservices\x18\x02 \x03(\v2\x19.warren.v1.ServiceSummaryR\bservices\"R\n" +
+	"\bservices\x18\x02 \x03(\v2\x19.warren.v1.ServiceSummaryR\bservices\"G\n" +
+	"\x12WaitServiceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x04R\ttimeoutMs\"\xb7\x01\n" +
+	"\x10WaitServiceReply\x12&\n" +
+	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12,\n" +
+	"\aservice\x18\x02 \x01(\v2\x12.warren.v1.ServiceR\aservice\x12\x18\n" +
+	"\adesired\x18\x03 \x01(\x04R\adesired\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\x04R\x05ready\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"R\n" +
 	"\x10ListTasksRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x10\n" +
@@ -1705,7 +1847,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_api_proto_goTypes = []any{
 	(*ClusterInfoRequest)(nil),    // 0: warren.v1.ClusterInfoRequest
 	(*ClusterInfoReply)(nil),      // 1: warren.v1.ClusterInfoReply
@@ -1718,62 +1860,66 @@ var file_api_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),   // 8: warren.v1.ListServicesRequest
 	(*ServiceSummary)(nil),        // 9: warren.v1.ServiceSummary
 	(*ListServicesReply)(nil),     // 10: warren.v1.ListServicesReply
-	(*ListTasksRequest)(nil),      // 11: warren.v1.ListTasksRequest
-	(*ListTasksReply)(nil),        // 12: warren.v1.ListTasksReply
-	(*ListNodesRequest)(nil),      // 13: warren.v1.ListNodesRequest
-	(*ListNodesReply)(nil),        // 14: warren.v1.ListNodesReply
-	(*InspectNodeRequest)(nil),    // 15: warren.v1.InspectNodeRequest
-	(*NodeReply)(nil),             // 16: warren.v1.NodeReply
-	(*ImportImageChunk)(nil),      // 17: warren.v1.ImportImageChunk
-	(*ImportImageReply)(nil),      // 18: warren.v1.ImportImageReply
-	(*ListImagesRequest)(nil),     // 19: warren.v1.ListImagesRequest
-	(*ListImagesReply)(nil),       // 20: warren.v1.ListImagesReply
-	(*PullImageRequest)(nil),      // 21: warren.v1.PullImageRequest
-	(*PullImageReply)(nil),        // 22: warren.v1.PullImageReply
-	(*JoinTokenRequest)(nil),      // 23: warren.v1.JoinTokenRequest
-	(*JoinTokenReply)(nil),        // 24: warren.v1.JoinTokenReply
-	(*UpdateNodeRequest)(nil),     // 25: warren.v1.UpdateNodeRequest
-	(*PromoteNodeRequest)(nil),    // 26: warren.v1.PromoteNodeRequest
-	(*DemoteNodeRequest)(nil),     // 27: warren.v1.DemoteNodeRequest
-	(*RemoveNodeRequest)(nil),     // 28: warren.v1.RemoveNodeRequest
-	nil,                           // 29: warren.v1.UpdateNodeRequest.LabelAddEntry
-	(*Error)(nil),                 // 30: warren.v1.Error
-	(*ClusterInfo)(nil),           // 31: warren.v1.ClusterInfo
-	(*ServiceSpec)(nil),           // 32: warren.v1.ServiceSpec
-	(*Service)(nil),               // 33: warren.v1.Service
-	(*Task)(nil),                  // 34: warren.v1.Task
-	(*Node)(nil),                  // 35: warren.v1.Node
-	(NodeRole)(0),                 // 36: warren.v1.NodeRole
-	(NodeAvailability)(0),         // 37: warren.v1.NodeAvailability
+	(*WaitServiceRequest)(nil),    // 11: warren.v1.WaitServiceRequest
+	(*WaitServiceReply)(nil),      // 12: warren.v1.WaitServiceReply
+	(*ListTasksRequest)(nil),      // 13: warren.v1.ListTasksRequest
+	(*ListTasksReply)(nil),        // 14: warren.v1.ListTasksReply
+	(*ListNodesRequest)(nil),      // 15: warren.v1.ListNodesRequest
+	(*ListNodesReply)(nil),        // 16: warren.v1.ListNodesReply
+	(*InspectNodeRequest)(nil),    // 17: warren.v1.InspectNodeRequest
+	(*NodeReply)(nil),             // 18: warren.v1.NodeReply
+	(*ImportImageChunk)(nil),      // 19: warren.v1.ImportImageChunk
+	(*ImportImageReply)(nil),      // 20: warren.v1.ImportImageReply
+	(*ListImagesRequest)(nil),     // 21: warren.v1.ListImagesRequest
+	(*ListImagesReply)(nil),       // 22: warren.v1.ListImagesReply
+	(*PullImageRequest)(nil),      // 23: warren.v1.PullImageRequest
+	(*PullImageReply)(nil),        // 24: warren.v1.PullImageReply
+	(*JoinTokenRequest)(nil),      // 25: warren.v1.JoinTokenRequest
+	(*JoinTokenReply)(nil),        // 26: warren.v1.JoinTokenReply
+	(*UpdateNodeRequest)(nil),     // 27: warren.v1.UpdateNodeRequest
+	(*PromoteNodeRequest)(nil),    // 28: warren.v1.PromoteNodeRequest
+	(*DemoteNodeRequest)(nil),     // 29: warren.v1.DemoteNodeRequest
+	(*RemoveNodeRequest)(nil),     // 30: warren.v1.RemoveNodeRequest
+	nil,                           // 31: warren.v1.UpdateNodeRequest.LabelAddEntry
+	(*Error)(nil),                 // 32: warren.v1.Error
+	(*ClusterInfo)(nil),           // 33: warren.v1.ClusterInfo
+	(*ServiceSpec)(nil),           // 34: warren.v1.ServiceSpec
+	(*Service)(nil),               // 35: warren.v1.Service
+	(*Task)(nil),                  // 36: warren.v1.Task
+	(*Node)(nil),                  // 37: warren.v1.Node
+	(NodeRole)(0),                 // 38: warren.v1.NodeRole
+	(NodeAvailability)(0),         // 39: warren.v1.NodeAvailability
 }
 var file_api_proto_depIdxs = []int32{
-	30, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
-	31, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
-	32, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	32, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	30, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
-	33, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
-	33, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
-	30, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
+	32, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
+	33, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
+	34, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	34, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	32, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
+	35, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
+	35, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
+	32, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
 	9,  // 8: warren.v1.ListServicesReply.services:type_name -> warren.v1.ServiceSummary
-	30, // 9: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
-	34, // 10: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
-	30, // 11: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
-	35, // 12: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
-	30, // 13: warren.v1.NodeReply.error:type_name -> warren.v1.Error
-	35, // 14: warren.v1.NodeReply.node:type_name -> warren.v1.Node
-	30, // 15: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
-	30, // 16: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
-	30, // 17: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
-	36, // 18: warren.v1.JoinTokenRequest.role:type_name -> warren.v1.NodeRole
-	30, // 19: warren.v1.JoinTokenReply.error:type_name -> warren.v1.Error
-	37, // 20: warren.v1.UpdateNodeRequest.availability:type_name -> warren.v1.NodeAvailability
-	29, // 21: warren.v1.UpdateNodeRequest.label_add:type_name -> warren.v1.UpdateNodeRequest.LabelAddEntry
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	32, // 9: warren.v1.WaitServiceReply.error:type_name -> warren.v1.Error
+	35, // 10: warren.v1.WaitServiceReply.service:type_name -> warren.v1.Service
+	32, // 11: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
+	36, // 12: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
+	32, // 13: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
+	37, // 14: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
+	32, // 15: warren.v1.NodeReply.error:type_name -> warren.v1.Error
+	37, // 16: warren.v1.NodeReply.node:type_name -> warren.v1.Node
+	32, // 17: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
+	32, // 18: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
+	32, // 19: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
+	38, // 20: warren.v1.JoinTokenRequest.role:type_name -> warren.v1.NodeRole
+	32, // 21: warren.v1.JoinTokenReply.error:type_name -> warren.v1.Error
+	39, // 22: warren.v1.UpdateNodeRequest.availability:type_name -> warren.v1.NodeAvailability
+	31, // 23: warren.v1.UpdateNodeRequest.label_add:type_name -> warren.v1.UpdateNodeRequest.LabelAddEntry
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_init() }
@@ -1789,7 +1935,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

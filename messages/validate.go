@@ -15,9 +15,12 @@ import (
 const MaxReplicas = 10000
 
 var (
-	nameRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	envRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	imageRe = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+	nameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// portNameRe: an IANA-style service name, the label of a port's SRV
+	// record (_NAME._tcp.service.warren).
+	portNameRe = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$`)
+	envRe      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	imageRe    = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
 )
 
 // NewID returns a random 24-hex-digit id for services and tasks.
@@ -92,6 +95,9 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 	for _, p := range s.Ports {
 		if p.TargetPort == 0 || p.TargetPort > 65535 || p.PublishedPort > 65535 {
 			errs = append(errs, fmt.Sprintf("invalid port %d:%d: ports are 1-65535", p.PublishedPort, p.TargetPort))
+		}
+		if p.Name != "" && !portNameRe.MatchString(p.Name) {
+			errs = append(errs, fmt.Sprintf("invalid port name %q: use lowercase letters, digits and inner hyphens, at most 15 (it labels the DNS SRV record), e.g. http", p.Name))
 		}
 		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
 			errs = append(errs, fmt.Sprintf("invalid protocol %q: use tcp or udp", p.Protocol))

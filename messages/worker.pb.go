@@ -145,9 +145,12 @@ func (x *RegisterNodeReply) GetManagers() []string {
 }
 
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	UnixNano      int64                  `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	UnixNano int64                  `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	// Index of the newest assignment set whose network this node has
+	// programmed (repeats NetworkProgrammed, so a lost one heals).
+	NetworkIndex  uint64 `protobuf:"varint,3,opt,name=network_index,json=networkIndex,proto3" json:"network_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +199,176 @@ func (x *Heartbeat) GetUnixNano() int64 {
 	return 0
 }
 
+func (x *Heartbeat) GetNetworkIndex() uint64 {
+	if x != nil {
+		return x.NetworkIndex
+	}
+	return 0
+}
+
+// A node has programmed the network (VIPs, DNS, mesh peers) of the
+// assignment set with this index. Drains wait on it.
+type NetworkProgrammed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkProgrammed) Reset() {
+	*x = NetworkProgrammed{}
+	mi := &file_worker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkProgrammed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkProgrammed) ProtoMessage() {}
+
+func (x *NetworkProgrammed) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkProgrammed.ProtoReflect.Descriptor instead.
+func (*NetworkProgrammed) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NetworkProgrammed) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NetworkProgrammed) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// Sent by the node about to signal a task's container (the manager stopped
+// it, or it turned unhealthy): the leader answers once replicated state no
+// longer counts the task as an endpoint and every ready node has programmed
+// an assignment set from that state on, or after a bounded wait. So no
+// node still sends the task new connections when it gets SIGTERM.
+type DrainTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	TaskId        string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainTask) Reset() {
+	*x = DrainTask{}
+	mi := &file_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainTask) ProtoMessage() {}
+
+func (x *DrainTask) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainTask.ProtoReflect.Descriptor instead.
+func (*DrainTask) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DrainTask) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DrainTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+type DrainTaskReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`            // state index every node confirmed
+	Unconfirmed   []string               `protobuf:"bytes,2,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty"` // nodes that had not confirmed in time
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainTaskReply) Reset() {
+	*x = DrainTaskReply{}
+	mi := &file_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainTaskReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainTaskReply) ProtoMessage() {}
+
+func (x *DrainTaskReply) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainTaskReply.ProtoReflect.Descriptor instead.
+func (*DrainTaskReply) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DrainTaskReply) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *DrainTaskReply) GetUnconfirmed() []string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
 // The full set of tasks a node must run (pushed by the leader on change and
 // periodically as a resync). Tasks not in the set must not run there.
 type Assignments struct {
@@ -215,7 +388,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_worker_proto_msgTypes[3]
+	mi := &file_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +400,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[3]
+	mi := &file_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +413,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{3}
+	return file_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Assignments) GetNodeId() string {
@@ -304,7 +477,7 @@ type ServiceNetwork struct {
 
 func (x *ServiceNetwork) Reset() {
 	*x = ServiceNetwork{}
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +489,7 @@ func (x *ServiceNetwork) String() string {
 func (*ServiceNetwork) ProtoMessage() {}
 
 func (x *ServiceNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +502,7 @@ func (x *ServiceNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNetwork.ProtoReflect.Descriptor instead.
 func (*ServiceNetwork) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{4}
+	return file_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServiceNetwork) GetName() string {
@@ -370,7 +543,7 @@ type NetEndpoint struct {
 
 func (x *NetEndpoint) Reset() {
 	*x = NetEndpoint{}
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +555,7 @@ func (x *NetEndpoint) String() string {
 func (*NetEndpoint) ProtoMessage() {}
 
 func (x *NetEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +568,7 @@ func (x *NetEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetEndpoint.ProtoReflect.Descriptor instead.
 func (*NetEndpoint) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{5}
+	return file_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NetEndpoint) GetIp() string {
@@ -424,7 +597,7 @@ type MeshPeer struct {
 
 func (x *MeshPeer) Reset() {
 	*x = MeshPeer{}
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +609,7 @@ func (x *MeshPeer) String() string {
 func (*MeshPeer) ProtoMessage() {}
 
 func (x *MeshPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +622,7 @@ func (x *MeshPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshPeer.ProtoReflect.Descriptor instead.
 func (*MeshPeer) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{6}
+	return file_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MeshPeer) GetNodeId() string {
@@ -490,7 +663,7 @@ type TaskStatusReport struct {
 
 func (x *TaskStatusReport) Reset() {
 	*x = TaskStatusReport{}
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +675,7 @@ func (x *TaskStatusReport) String() string {
 func (*TaskStatusReport) ProtoMessage() {}
 
 func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +688,7 @@ func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusReport.ProtoReflect.Descriptor instead.
 func (*TaskStatusReport) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{7}
+	return file_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskStatusReport) GetNodeId() string {
@@ -542,7 +715,7 @@ type ResyncRequest struct {
 
 func (x *ResyncRequest) Reset() {
 	*x = ResyncRequest{}
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +727,7 @@ func (x *ResyncRequest) String() string {
 func (*ResyncRequest) ProtoMessage() {}
 
 func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +740,7 @@ func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
 func (*ResyncRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{8}
+	return file_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResyncRequest) GetNodeId() string {
@@ -587,7 +760,7 @@ type Propose struct {
 
 func (x *Propose) Reset() {
 	*x = Propose{}
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +772,7 @@ func (x *Propose) String() string {
 func (*Propose) ProtoMessage() {}
 
 func (x *Propose) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +785,7 @@ func (x *Propose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Propose.ProtoReflect.Descriptor instead.
 func (*Propose) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{9}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Propose) GetCommand() *Command {
@@ -633,7 +806,7 @@ type DebugCrash struct {
 
 func (x *DebugCrash) Reset() {
 	*x = DebugCrash{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +818,7 @@ func (x *DebugCrash) String() string {
 func (*DebugCrash) ProtoMessage() {}
 
 func (x *DebugCrash) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +831,7 @@ func (x *DebugCrash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrash.ProtoReflect.Descriptor instead.
 func (*DebugCrash) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DebugCrash) GetActor() string {
@@ -677,7 +850,7 @@ type DebugCrashReply struct {
 
 func (x *DebugCrashReply) Reset() {
 	*x = DebugCrashReply{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +862,7 @@ func (x *DebugCrashReply) String() string {
 func (*DebugCrashReply) ProtoMessage() {}
 
 func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +875,7 @@ func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrashReply.ProtoReflect.Descriptor instead.
 func (*DebugCrashReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DebugCrashReply) GetError() *Error {
@@ -724,7 +897,7 @@ type PlaceTasks struct {
 
 func (x *PlaceTasks) Reset() {
 	*x = PlaceTasks{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +909,7 @@ func (x *PlaceTasks) String() string {
 func (*PlaceTasks) ProtoMessage() {}
 
 func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +922,7 @@ func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceTasks.ProtoReflect.Descriptor instead.
 func (*PlaceTasks) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PlaceTasks) GetTasks() []*Task {
@@ -776,7 +949,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +961,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +974,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JoinRequest) GetVersion() uint32 {
@@ -864,7 +1037,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1049,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1062,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{14}
+	return file_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinResponse) GetVersion() uint32 {
@@ -973,7 +1146,7 @@ type CertificateRequest struct {
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1158,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1171,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CertificateRequest) GetNodeId() string {
@@ -1028,7 +1201,7 @@ type CertificateReply struct {
 
 func (x *CertificateReply) Reset() {
 	*x = CertificateReply{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1213,7 @@ func (x *CertificateReply) String() string {
 func (*CertificateReply) ProtoMessage() {}
 
 func (x *CertificateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1226,7 @@ func (x *CertificateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateReply.ProtoReflect.Descriptor instead.
 func (*CertificateReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CertificateReply) GetError() *Error {
@@ -1103,10 +1276,20 @@ const file_worker_proto_rawDesc = "" +
 	"\x11RegisterNodeReply\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.warren.v1.NodeR\x04node\x12&\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x1a\n" +
-	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"A\n" +
+	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"f\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\"\x86\x02\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12#\n" +
+	"\rnetwork_index\x18\x03 \x01(\x04R\fnetworkIndex\"B\n" +
+	"\x11NetworkProgrammed\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"=\n" +
+	"\tDrainTask\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\"H\n" +
+	"\x0eDrainTaskReply\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12 \n" +
+	"\vunconfirmed\x18\x02 \x03(\tR\vunconfirmed\"\x86\x02\n" +
 	"\vAssignments\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
@@ -1189,53 +1372,56 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_worker_proto_goTypes = []any{
 	(*RegisterNode)(nil),       // 0: warren.v1.RegisterNode
 	(*RegisterNodeReply)(nil),  // 1: warren.v1.RegisterNodeReply
 	(*Heartbeat)(nil),          // 2: warren.v1.Heartbeat
-	(*Assignments)(nil),        // 3: warren.v1.Assignments
-	(*ServiceNetwork)(nil),     // 4: warren.v1.ServiceNetwork
-	(*NetEndpoint)(nil),        // 5: warren.v1.NetEndpoint
-	(*MeshPeer)(nil),           // 6: warren.v1.MeshPeer
-	(*TaskStatusReport)(nil),   // 7: warren.v1.TaskStatusReport
-	(*ResyncRequest)(nil),      // 8: warren.v1.ResyncRequest
-	(*Propose)(nil),            // 9: warren.v1.Propose
-	(*DebugCrash)(nil),         // 10: warren.v1.DebugCrash
-	(*DebugCrashReply)(nil),    // 11: warren.v1.DebugCrashReply
-	(*PlaceTasks)(nil),         // 12: warren.v1.PlaceTasks
-	(*JoinRequest)(nil),        // 13: warren.v1.JoinRequest
-	(*JoinResponse)(nil),       // 14: warren.v1.JoinResponse
-	(*CertificateRequest)(nil), // 15: warren.v1.CertificateRequest
-	(*CertificateReply)(nil),   // 16: warren.v1.CertificateReply
-	(NodeRole)(0),              // 17: warren.v1.NodeRole
-	(*NodeDescription)(nil),    // 18: warren.v1.NodeDescription
-	(*Node)(nil),               // 19: warren.v1.Node
-	(*Error)(nil),              // 20: warren.v1.Error
-	(*Task)(nil),               // 21: warren.v1.Task
-	(*PortConfig)(nil),         // 22: warren.v1.PortConfig
-	(*TaskStatusUpdate)(nil),   // 23: warren.v1.TaskStatusUpdate
-	(*Command)(nil),            // 24: warren.v1.Command
+	(*NetworkProgrammed)(nil),  // 3: warren.v1.NetworkProgrammed
+	(*DrainTask)(nil),          // 4: warren.v1.DrainTask
+	(*DrainTaskReply)(nil),     // 5: warren.v1.DrainTaskReply
+	(*Assignments)(nil),        // 6: warren.v1.Assignments
+	(*ServiceNetwork)(nil),     // 7: warren.v1.ServiceNetwork
+	(*NetEndpoint)(nil),        // 8: warren.v1.NetEndpoint
+	(*MeshPeer)(nil),           // 9: warren.v1.MeshPeer
+	(*TaskStatusReport)(nil),   // 10: warren.v1.TaskStatusReport
+	(*ResyncRequest)(nil),      // 11: warren.v1.ResyncRequest
+	(*Propose)(nil),            // 12: warren.v1.Propose
+	(*DebugCrash)(nil),         // 13: warren.v1.DebugCrash
+	(*DebugCrashReply)(nil),    // 14: warren.v1.DebugCrashReply
+	(*PlaceTasks)(nil),         // 15: warren.v1.PlaceTasks
+	(*JoinRequest)(nil),        // 16: warren.v1.JoinRequest
+	(*JoinResponse)(nil),       // 17: warren.v1.JoinResponse
+	(*CertificateRequest)(nil), // 18: warren.v1.CertificateRequest
+	(*CertificateReply)(nil),   // 19: warren.v1.CertificateReply
+	(NodeRole)(0),              // 20: warren.v1.NodeRole
+	(*NodeDescription)(nil),    // 21: warren.v1.NodeDescription
+	(*Node)(nil),               // 22: warren.v1.Node
+	(*Error)(nil),              // 23: warren.v1.Error
+	(*Task)(nil),               // 24: warren.v1.Task
+	(*PortConfig)(nil),         // 25: warren.v1.PortConfig
+	(*TaskStatusUpdate)(nil),   // 26: warren.v1.TaskStatusUpdate
+	(*Command)(nil),            // 27: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	17, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	18, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	19, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	20, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	21, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	19, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
-	4,  // 6: warren.v1.Assignments.services:type_name -> warren.v1.ServiceNetwork
-	6,  // 7: warren.v1.Assignments.peers:type_name -> warren.v1.MeshPeer
-	22, // 8: warren.v1.ServiceNetwork.ports:type_name -> warren.v1.PortConfig
-	5,  // 9: warren.v1.ServiceNetwork.endpoints:type_name -> warren.v1.NetEndpoint
-	23, // 10: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	24, // 11: warren.v1.Propose.command:type_name -> warren.v1.Command
-	20, // 12: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	21, // 13: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
-	20, // 14: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
-	17, // 15: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
-	20, // 16: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
-	17, // 17: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
+	20, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	21, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	22, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	23, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	24, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	22, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
+	7,  // 6: warren.v1.Assignments.services:type_name -> warren.v1.ServiceNetwork
+	9,  // 7: warren.v1.Assignments.peers:type_name -> warren.v1.MeshPeer
+	25, // 8: warren.v1.ServiceNetwork.ports:type_name -> warren.v1.PortConfig
+	8,  // 9: warren.v1.ServiceNetwork.endpoints:type_name -> warren.v1.NetEndpoint
+	26, // 10: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	27, // 11: warren.v1.Propose.command:type_name -> warren.v1.Command
+	23, // 12: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	24, // 13: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	23, // 14: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
+	20, // 15: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
+	23, // 16: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
+	20, // 17: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
 	18, // [18:18] is the sub-list for method output_type
 	18, // [18:18] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
@@ -1256,7 +1442,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

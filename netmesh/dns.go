@@ -35,7 +35,9 @@ import (
 //	_http._tcp.web.warren      SRV  0 0 <port> web.warren. for a port named
 //	                                "http", A of web.warren in additional
 //	_8080._tcp.web.warren      SRV  the same for a port without a name: the
-//	                                port number stands in for the name
+//	                                port number stands in for the name, and
+//	                                so does its IANA service name if common
+//	                                (_http._tcp for an unnamed port 80)
 //
 // Other names under warren. are NXDOMAIN (NODATA for names that exist with
 // another type or only as a parent, like _tcp.web.warren). Answers carry a
@@ -244,25 +246,40 @@ func buildZone(r DNSRecords, log *zap.Logger) *dnsZone {
 		target := svcName + "." + DNSZone
 		for _, p := range svc.Ports {
 			proto := strings.ToLower(p.Protocol)
-			label := strings.ToLower(p.Name)
-			if label == "" {
-				label = fmt.Sprint(p.Port)
+			labels := []string{strings.ToLower(p.Name)}
+			if labels[0] == "" {
+				// Unnamed: by number, and by its IANA service name if it
+				// has a common one (_http._tcp for 80).
+				labels = []string{fmt.Sprint(p.Port)}
+				if wk := wellKnownPorts[proto+"/"+fmt.Sprint(p.Port)]; wk != "" {
+					labels = append(labels, wk)
+				}
 			}
-			if (proto != "tcp" && proto != "udp") || !dnsLabel.MatchString(label) || p.Port == 0 {
+			if (proto != "tcp" && proto != "udp") || !dnsLabel.MatchString(labels[0]) || p.Port == 0 {
 				log.Warn("port has no SRV record: it needs tcp or udp, a DNS label for a name and a non-zero port",
 					zap.String("service", name), zap.String("port", p.Name), zap.String("protocol", p.Protocol), zap.Uint16("number", p.Port))
 				continue
 			}
-			rel := "_" + label + "._" + proto + "." + svcName
-			n := z.names[rel+"."+DNSZone]
-			if n == nil {
-				n = &dnsName{target: target, extra: main.a}
-				add(rel, n)
+			for _, label := range labels {
+				rel := "_" + label + "._" + proto + "." + svcName
+				n := z.names[rel+"."+DNSZone]
+				if n == nil {
+					n = &dnsName{target: target, extra: main.a}
+					add(rel, n)
+				}
+				n.srv = append(n.srv, &dns.SRV{Target: target, Port: p.Port})
 			}
-			n.srv = append(n.srv, &dns.SRV{Target: target, Port: p.Port})
 		}
 	}
 	return z
+}
+
+// wellKnownPorts names the common ports by their IANA service names, so an
+// unnamed port 80 answers _http._tcp as clients expect.
+var wellKnownPorts = map[string]string{
+	"tcp/80": "http", "tcp/443": "https", "tcp/8080": "http-alt", "tcp/22": "ssh", "tcp/25": "smtp",
+	"tcp/53": "domain", "udp/53": "domain", "tcp/6379": "redis", "tcp/5432": "postgresql",
+	"tcp/3306": "mysql", "tcp/27017": "mongodb", "tcp/5672": "amqp", "tcp/11211": "memcache",
 }
 
 // ServeDNS answers one query; it implements dns.Handler.

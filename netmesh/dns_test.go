@@ -149,6 +149,8 @@ func testRecords() DNSRecords {
 		"Cache": {Tasks: []netip.Addr{netip.MustParseAddr("10.88.1.9")}},
 		// An idle service: the names exist, without addresses.
 		"idle": {VIP: netip.MustParseAddr("10.89.0.12")},
+		// An unnamed well-known port answers by number and by IANA name.
+		"api": {VIP: netip.MustParseAddr("10.89.0.14"), Ports: []DNSPort{{Protocol: "tcp", Port: 443}}},
 		// Not a DNS label: no records, and no panic.
 		"bad.name": {VIP: netip.MustParseAddr("10.89.0.13")},
 	}}
@@ -174,6 +176,9 @@ func TestDNSAnswers(t *testing.T) {
 		{"_http._tcp.web.warren.", dns.TypeSRV, dns.RcodeSuccess, "0 0 80 web.warren.", true},
 		{"_http._tcp.web.", dns.TypeSRV, dns.RcodeSuccess, "0 0 80 web.warren.", true},
 		{"_8125._udp.web.warren.", dns.TypeSRV, dns.RcodeSuccess, "0 0 8125 web.warren.", true},
+		{"_443._tcp.api.warren.", dns.TypeSRV, dns.RcodeSuccess, "0 0 443 api.warren.", true},
+		{"_https._tcp.api.warren.", dns.TypeSRV, dns.RcodeSuccess, "0 0 443 api.warren.", true},
+		{"_https._udp.api.warren.", dns.TypeSRV, dns.RcodeNameError, "", true},
 		{"cache.warren.", dns.TypeA, dns.RcodeSuccess, "10.88.1.9", true},
 		{"idle.warren.", dns.TypeA, dns.RcodeSuccess, "10.89.0.12", true},
 		{"tasks.idle.warren.", dns.TypeA, dns.RcodeSuccess, "", true},

@@ -631,8 +631,8 @@ func dispatchElements(svcs []svcPlan) []nftables.SetElement {
 //     traffic is masqueraded instead.
 //   - Routing mesh: a connection from outside the node's tasks to a
 //     published port whose backend is on another node (it leaves by an
-//     interface other than the bridge) is masqueraded, so the backend's
-//     node replies to this one, which undoes the DNAT. A backend on this
+//     interface other than the bridge) gets the bridge gateway as source,
+//     so the backend's node replies to this one, which undoes the DNAT. A backend on this
 //     node (it leaves by the bridge) gets no masquerade and sees the real
 //     client address: its reply is routed back through this node anyway.
 //
@@ -659,6 +659,7 @@ func addVIPPostrouting(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, 
 		)
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment("warren: task to local backend, bridge netfilter off")})
 	}
+	gw := gatewayOf(subnet).As4()
 	for _, p := range plan.published {
 		exprs := append(matchCtDNAT(), matchIPv4Prefix(12, subnet, expr.CmpOpNeq)...)
 		exprs = append(exprs,
@@ -668,7 +669,13 @@ func addVIPPostrouting(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, 
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.published)},
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(bridge)},
-			&expr.Masq{},
+			// Not a plain masquerade: that would pick the underlay address
+			// for a connection the node itself made, which the peer's
+			// WireGuard drops (allowed IPs are task subnets). The gateway
+			// is in this node's subnet, so the reply comes back through
+			// the mesh to this node's conntrack.
+			&expr.Immediate{Register: 1, Data: gw[:]},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 		)
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment(fmt.Sprintf("warren: routing mesh %s/%d to another node", p.proto, p.published))})
 	}

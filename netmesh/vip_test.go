@@ -562,10 +562,19 @@ func TestVIPPublishedPort(t *testing.T) {
 	h := newVIPHarness(t)
 	a, b := h.a.IP.String(), h.b.IP.String()
 	// An outside client, and a "remote node" holding a third backend that
-	// has no route to the client: only the routing-mesh masquerade lets
-	// its replies come back.
+	// has no route to the client, only to this node's task subnet (as a
+	// WireGuard peer whose allowed IPs are task subnets): only the
+	// routing-mesh source NAT to the gateway lets its replies come back.
 	outside := peerNS(t, "outside", "uplink0", netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
 	remote := peerNS(t, "remote", "mesh0", netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	rh, err := handleIn(remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rh.Close()
+	if err := rh.RouteAdd(&netlink.Route{Dst: ipNet(netip.MustParsePrefix("10.88.1.0/24")), Gw: net.ParseIP("192.0.2.1")}); err != nil {
+		t.Fatal(err)
+	}
 	serveHTTP(t, remote, "192.0.2.2:8080", "remote")
 
 	eps := endpoints(map[*Sandbox]uint32{h.a: 1, h.b: 1})
@@ -603,7 +612,7 @@ func TestVIPPublishedPort(t *testing.T) {
 		seen[backend]++
 		want := "198.51.100.2" // local backend: client address kept
 		if backend == "remote" {
-			want = "192.0.2.1" // other node: masqueraded to this node
+			want = h.a.Gateway.String() // other node: from this node's gateway
 		}
 		if client != want {
 			t.Errorf("backend %s saw client %s, want %s", backend, client, want)
@@ -612,6 +621,14 @@ func TestVIPPublishedPort(t *testing.T) {
 	t.Logf("from outside with a remote backend: %v", seen)
 	if seen["remote"] == 0 || seen[a]+seen[b] == 0 {
 		t.Errorf("got %v, want local and remote backends", seen)
+	}
+	// The node itself calling its published port on its uplink address
+	// (source: that address, outside the task subnet) reaches the remote
+	// backend too.
+	got = hits(t, host, "http://198.51.100.1:8080/", 60, "")
+	t.Logf("from the node with a remote backend: %v", got)
+	if got["remote"] == 0 || got[a]+got[b] == 0 {
+		t.Errorf("from the node gave %v, want local and remote backends", got)
 	}
 	if !strings.Contains(nftListWarren(t), `fib daddr type local jump published`) {
 		t.Errorf("no published-port jump in table inet warren")

@@ -142,6 +142,12 @@ func parsePeer(p Peer) (meshPeer, error) {
 }
 
 // parseEndpoint accepts "" (no endpoint) or ip:port.
+// ValidEndpoint checks a WireGuard endpoint as nodes advertise it.
+func ValidEndpoint(s string) error {
+	_, err := parseEndpoint(s)
+	return err
+}
+
 func parseEndpoint(s string) (netip.AddrPort, error) {
 	if s == "" {
 		return netip.AddrPort{}, nil

@@ -54,6 +54,10 @@ type Containerd struct {
 	// mount namespace than the daemon (an e2e test, a tool) shares the
 	// socket's directory with the shim, not necessarily /run/containerd.
 	fifoDir string
+	// unpacked remembers, per image name, the manifest digest last found
+	// unpacked: checking again costs several round trips on every create.
+	// An entry is dropped when a create from it finds a layer missing.
+	unpacked sync.Map
 }
 
 var _ Runtime = (*Containerd)(nil)
@@ -212,6 +216,9 @@ func (r *Containerd) ensureImage(ctx context.Context, ref string) (containerd.Im
 	}
 	img, err := r.client.GetImage(ctx, name)
 	if err == nil {
+		if d, ok := r.unpacked.Load(name); ok && d == img.Target().Digest {
+			return img, nil
+		}
 		ok, err := img.IsUnpacked(ctx, snapshotter)
 		if err != nil {
 			return nil, fmt.Errorf("check image %s is unpacked: %w", name, err)
@@ -221,6 +228,7 @@ func (r *Containerd) ensureImage(ctx context.Context, ref string) (containerd.Im
 				return nil, fmt.Errorf("unpack image %s: %w", name, err)
 			}
 		}
+		r.unpacked.Store(name, img.Target().Digest)
 		return img, nil
 	}
 	if !errdefs.IsNotFound(err) {
@@ -263,6 +271,36 @@ func (r *Containerd) Create(ctx context.Context, spec ContainerSpec) error {
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
+	// A snapshot under this key without a container is debris from a create
+	// that died half-way; it would make WithNewSnapshot fail forever.
+	if err := r.client.SnapshotService(snapshotter).Remove(ctx, spec.ID); err == nil {
+		r.log.Warn("removed stale snapshot", zap.String("container", spec.ID))
+	}
+	lbls := make(map[string]string, len(spec.Labels)+1)
+	for k, v := range spec.Labels {
+		lbls[k] = v
+	}
+	if spec.LogPath != "" {
+		lbls[labelLogPath] = spec.LogPath
+	}
+	err = r.newContainer(ctx, spec, lbls)
+	if errdefs.IsNotFound(err) {
+		// A layer went missing behind our back (snapshots pruned by hand)
+		// while the image was remembered as unpacked: check it for real.
+		if name, nerr := NormalizeImageRef(spec.Image); nerr == nil {
+			if _, had := r.unpacked.LoadAndDelete(name); had {
+				err = r.newContainer(ctx, spec, lbls)
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	r.log.Debug("created container", zap.String("container", spec.ID), zap.String("image", spec.Image))
+	return nil
+}
+
+func (r *Containerd) newContainer(ctx context.Context, spec ContainerSpec, lbls map[string]string) error {
 	img, err := r.ensureImage(ctx, spec.Image)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
@@ -270,19 +308,6 @@ func (r *Containerd) Create(ctx context.Context, spec ContainerSpec) error {
 	specOpts, err := r.specOpts(ctx, spec, img)
 	if err != nil {
 		return fmt.Errorf("create container %s: %w", spec.ID, err)
-	}
-	// A snapshot under this key without a container is debris from a create
-	// that died half-way; it would make WithNewSnapshot fail forever.
-	if err := r.client.SnapshotService(snapshotter).Remove(ctx, spec.ID); err == nil {
-		r.log.Warn("removed stale snapshot", zap.String("container", spec.ID))
-	}
-
-	lbls := make(map[string]string, len(spec.Labels)+1)
-	for k, v := range spec.Labels {
-		lbls[k] = v
-	}
-	if spec.LogPath != "" {
-		lbls[labelLogPath] = spec.LogPath
 	}
 	_, err = r.client.NewContainer(ctx, spec.ID,
 		containerd.WithImage(img),
@@ -298,7 +323,6 @@ func (r *Containerd) Create(ctx context.Context, spec ContainerSpec) error {
 		}
 		return fmt.Errorf("create container %s from %s: %w", spec.ID, spec.Image, err)
 	}
-	r.log.Debug("created container", zap.String("container", spec.ID), zap.String("image", spec.Image))
 	return nil
 }
 

@@ -3,6 +3,7 @@ package runtime
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/snapshots"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -735,4 +737,57 @@ func dockerSave(t *testing.T, ociTar, repoTag string) []byte {
 	}
 	tw.Close()
 	return buf.Bytes()
+}
+
+// TestCreateAfterLayersPruned removes an image's unpacked layers behind
+// the runtime's back after it remembered the image as unpacked: the next
+// create must notice and unpack again instead of failing.
+func TestCreateAfterLayersPruned(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx()
+	e.importImage()
+	first := e.spec("before-prune")
+	if err := e.rt.Create(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rt.Delete(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	sn := e.rt.client.SnapshotService(snapshotter)
+	// Committed layers chain parent to child: remove children first.
+	for {
+		var leaves []string
+		parents := map[string]bool{}
+		var all []string
+		err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			all = append(all, info.Name)
+			if info.Parent != "" {
+				parents[info.Parent] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range all {
+			if !parents[n] {
+				leaves = append(leaves, n)
+			}
+		}
+		if len(leaves) == 0 {
+			break
+		}
+		for _, n := range leaves {
+			if err := sn.Remove(ctx, n); err != nil {
+				t.Fatalf("remove snapshot %s: %v", n, err)
+			}
+		}
+	}
+	second := e.spec("after-prune")
+	if err := e.rt.Create(ctx, second); err != nil {
+		t.Fatalf("create after the layers were pruned: %v", err)
+	}
+	if err := e.rt.Delete(ctx, second.ID); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,6 +1,9 @@
 package store
 
 import (
+	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/warrenorch/warren/messages"
@@ -147,6 +150,30 @@ func TestVIPAllocation(t *testing.T) {
 	s.Apply(4, createSvc("s3", "c"))
 	if c := s.Service("s3").Vip; c != "10.89.0.2" {
 		t.Fatalf("a freed VIP is reused: got %s", c)
+	}
+}
+
+// TestVIPPoolExhausted: the create that finds no free VIP is refused with
+// advice and changes nothing; deleting a service makes room again.
+func TestVIPPoolExhausted(t *testing.T) {
+	defer func(p netip.Prefix) { VIPPool = p }(VIPPool)
+	VIPPool = netip.MustParsePrefix("10.89.0.0/29") // .2 to .7
+	s := NewState()
+	for i := 0; i < 6; i++ {
+		if r, _ := s.Apply(uint64(i+1), createSvc(fmt.Sprintf("s%d", i), fmt.Sprintf("svc%d", i))); r.GetError() != nil {
+			t.Fatalf("create %d: %v", i, r.Error)
+		}
+	}
+	r, changes := s.Apply(7, createSvc("s6", "svc6"))
+	if r.GetError() == nil || !strings.Contains(r.Error.Message, "VIP pool 10.89.0.0/29 is exhausted") || !strings.Contains(r.Error.Message, "delete services") {
+		t.Fatalf("create with the pool full = %v, want an exhausted error with advice", r.GetError())
+	}
+	if len(changes) != 0 || s.Service("s6") != nil || len(s.Services()) != 6 {
+		t.Fatalf("a refused create changed state: %d changes, %d services", len(changes), len(s.Services()))
+	}
+	s.Apply(8, &messages.Command{Op: &messages.Command_DeleteService{DeleteService: &messages.DeleteService{ServiceId: "s3"}}})
+	if r, _ := s.Apply(9, createSvc("s6", "svc6")); r.GetError() != nil || s.Service("s6").Vip != "10.89.0.5" {
+		t.Fatalf("create after a delete = %v, VIP %s; want the freed 10.89.0.5", r.GetError(), s.Service("s6").GetVip())
 	}
 }
 

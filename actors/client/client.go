@@ -324,3 +324,10 @@ func (c *Client) DebugCrash(actorName string) error {
 	_, err := c.Request(&messages.DebugCrash{Actor: actorName})
 	return err
 }
+
+// WaitService waits until the service has converged (see
+// messages.WaitServiceRequest) or timeout passes; the error then says how
+// far it got and why.
+func (c *Client) WaitService(name string, timeout time.Duration) (*messages.WaitServiceReply, error) {
+	return typed[*messages.WaitServiceReply](c.RequestTimeout(&messages.WaitServiceRequest{Name: name, TimeoutMs: uint64(timeout.Milliseconds())}, timeout+10*time.Second))
+}

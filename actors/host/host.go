@@ -50,8 +50,12 @@ const (
 
 // Config configures a node.
 type Config struct {
-	DataDir          string
-	Advertise        string // IP other nodes and the CLI reach this node at; default: the source address of the default route
+	DataDir   string
+	Advertise string // IP other nodes and the CLI reach this node at; default: the source address of the default route
+	// WGEndpoint is the ip:port other nodes send this node's WireGuard
+	// traffic to, for a node behind NAT (a forwarded port on the router's
+	// public address). Default: the advertise address, port 51820.
+	WGEndpoint       string
 	ListenHost       string // default 0.0.0.0
 	Port             int    // actor remoting
 	RaftPort         int
@@ -101,6 +105,7 @@ type Node struct {
 	// its goroutine runs.
 	netMu      sync.Mutex
 	netNext    *messages.Assignments
+	netDone    []func() // callbacks of netNext and the sets it superseded
 	netBusy    bool
 	netStopped bool // set by Stop: nothing is programmed any more
 	subnet     netip.Prefix
@@ -128,6 +133,11 @@ func (c *Config) defaults() error {
 	c.DataDir = abs
 	if c.ListenHost == "" {
 		c.ListenHost = "0.0.0.0"
+	}
+	if c.WGEndpoint != "" {
+		if err := netmesh.ValidEndpoint(c.WGEndpoint); err != nil {
+			return fmt.Errorf("--wg-endpoint: %w", err)
+		}
 	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
@@ -360,7 +370,7 @@ func (n *Node) start(ctx context.Context) error {
 		log.Warn("no WireGuard key: this node stays out of the mesh", zap.Error(err))
 	} else {
 		desc.WgPublicKey = key
-		desc.WgEndpoint = net.JoinHostPort(nf.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort))
+		desc.WgEndpoint = n.meshEndpoint()
 		desc.MeshKind = netmesh.KindUserspace
 		if netmesh.KernelWireGuard() {
 			desc.MeshKind = netmesh.KindKernel
@@ -556,15 +566,23 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 	return nw, nil
 }
 
+// meshEndpoint is where other nodes reach this node's WireGuard.
+func (n *Node) meshEndpoint() string {
+	if n.cfg.WGEndpoint != "" {
+		return n.cfg.WGEndpoint
+	}
+	return net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort))
+}
+
 func (n *Node) resolvConf() string { return filepath.Join(n.cfg.DataDir, "resolv.conf") }
 
 // applyNetwork hands the latest assignment set's network to the network
 // programmer goroutine and returns at once: the agent's mailbox (status
 // reports, task spawns) never waits on nftables or the mesh, and a burst
 // of pushes is applied once, with the newest state.
-func (n *Node) applyNetwork(m *messages.Assignments) {
+func (n *Node) applyNetwork(m *messages.Assignments, programmed func()) {
 	n.netMu.Lock()
-	n.netNext = m
+	n.netNext, n.netDone = m, append(n.netDone, programmed)
 	start := !n.netBusy
 	n.netBusy = true
 	n.netMu.Unlock()
@@ -582,19 +600,23 @@ func (n *Node) programNetwork() {
 	var last *messages.Assignments
 	for {
 		n.netMu.Lock()
-		m := n.netNext
-		n.netNext = nil
+		m, done := n.netNext, n.netDone
+		n.netNext, n.netDone = nil, nil
 		if m == nil || n.netStopped {
 			n.netBusy = false
 			n.netMu.Unlock()
 			return
 		}
 		n.netMu.Unlock()
-		if last != nil && proto.Equal(&messages.Assignments{Services: last.Services, Peers: last.Peers}, &messages.Assignments{Services: m.Services, Peers: m.Peers}) {
-			continue // nothing of the network changed
+		if last == nil || !proto.Equal(&messages.Assignments{Services: last.Services, Peers: last.Peers}, &messages.Assignments{Services: m.Services, Peers: m.Peers}) {
+			n.programNetworkNow(m)
+			last = m
 		}
-		n.programNetworkNow(m)
-		last = m
+		// Programmed, or nothing of the network changed: either way this
+		// node now routes by m (and every set it superseded).
+		for _, f := range done {
+			f()
+		}
 	}
 }
 
@@ -643,7 +665,7 @@ func (n *Node) programNetworkNow(m *messages.Assignments) {
 	if n.mesh == nil && len(m.Peers) > 1 {
 		mesh, err := netmesh.NewMesh(netmesh.MeshConfig{
 			KeyFile: filepath.Join(n.cfg.DataDir, "wg.key"), NodeID: n.File.NodeID, Subnet: n.subnet, ClusterRange: store.TaskSubnetPool,
-			Endpoint: net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort)), Log: log.Named("mesh"),
+			Endpoint: n.meshEndpoint(), Log: log.Named("mesh"),
 		})
 		if err != nil {
 			log.Error("WireGuard mesh not started: tasks on other nodes are unreachable from here", zap.Error(err))

@@ -76,7 +76,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	case *messages.CertificateRequest:
 		a.certificate(ctx, m)
 		return
-	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport:
+	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport, *messages.NetworkProgrammed, *messages.DrainTask:
 		if err := nodeMayReport(ctx); err != nil {
 			if _, ok := msg.(*messages.RegisterNode); ok {
 				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "%v", err)})
@@ -162,18 +162,20 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	case *messages.ListServicesRequest:
 		reply := &messages.ListServicesReply{}
 		for _, v := range st.Services() {
-			sum := &messages.ServiceSummary{Service: v, Desired: v.Spec.Replicas}
-			for _, t := range st.Tasks(store.TaskFilter{ServiceID: v.Id}) {
+			tasks := st.Tasks(store.TaskFilter{ServiceID: v.Id})
+			sum := &messages.ServiceSummary{Service: v, Desired: ServiceProgress(v, tasks, st.Nodes()).Desired}
+			for _, t := range tasks {
 				if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING && t.Status.GetState() == messages.TaskState_TASK_STATE_RUNNING {
 					sum.Running++
 				}
 			}
-			if v.Spec.Mode == messages.ServiceMode_SERVICE_MODE_GLOBAL {
-				sum.Desired = uint64(len(st.Nodes()))
-			}
 			reply.Services = append(reply.Services, sum)
 		}
 		ctx.Respond(reply)
+	case *messages.WaitServiceRequest:
+		if ctx.Sender() != nil {
+			ctx.Spawn(newWaiter(st, m, ctx.Sender()))
+		}
 	case *messages.ListTasksRequest:
 		a.listTasks(ctx, m)
 	case *messages.ListNodesRequest:
@@ -251,6 +253,10 @@ func nodeMayReport(ctx actor.Context) error {
 		node = m.NodeId
 	case *messages.TaskStatusReport:
 		node = m.NodeId
+	case *messages.NetworkProgrammed:
+		node = m.NodeId
+	case *messages.DrainTask:
+		node = m.NodeId
 	}
 	if id.Role != pki.RoleWorker || id.Name != node {
 		return fmt.Errorf("%s %q may not report for node %q", id.Role, id.Name, node)
@@ -281,6 +287,9 @@ func (a *apiActor) toLeader(ctx actor.Context) {
 		if _, ok := ctx.Message().(*messages.RegisterNode); ok {
 			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "leader starting: retrying")})
 		}
+		if _, ok := ctx.Message().(*messages.DrainTask); ok {
+			ctx.Respond(&messages.DrainTaskReply{Unconfirmed: []string{"(leader starting)"}})
+		}
 		return
 	}
 	if pid := leaderPID(a.cfg.Store, NameAPI); pid != nil && pid.Address != ctx.Self().Address {
@@ -292,6 +301,10 @@ func (a *apiActor) toLeader(ctx actor.Context) {
 		ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "no leader yet: retrying")})
 	case *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
 		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "no leader: a majority of managers must be reachable; retry shortly")})
+	case *messages.DrainTask:
+		// Nobody can confirm anything: the task stops unconfirmed rather
+		// than wait out a partition.
+		ctx.Respond(&messages.DrainTaskReply{Unconfirmed: []string{"(no leader)"}})
 	}
 }
 

@@ -41,6 +41,10 @@ type leaderActor struct {
 	services map[string]*actor.PID
 	nodes    map[string]*actor.PID
 	adding   map[string]bool // managers being added to raft
+	// netIndex is, per node, the newest assignment index whose network it
+	// has programmed; drains are the stops waiting on them.
+	netIndex map[string]uint64
+	drains   []*drain
 	sub      *eventstream.Subscription
 	gc       scheduler.CancelFunc
 }
@@ -56,6 +60,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.services, a.nodes, a.adding = map[string]*actor.PID{}, map[string]*actor.PID{}, map[string]bool{}
+		a.netIndex = map[string]uint64{}
 		// Read-your-writes: everything committed by earlier leaders is
 		// applied here before the leader-only actors read the state.
 		if err := a.cfg.Store.Barrier(5 * time.Second); err != nil {
@@ -71,13 +76,25 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 			a.gc()
 		}
 	case *tick:
-		a.reap(ctx, st.Tasks(store.TaskFilter{}))
+		switch m.kind {
+		case "drain":
+			a.checkDrains(ctx)
+		default:
+			a.reap(ctx, st.Tasks(store.TaskFilter{}))
+		}
 	case *messages.StateChanged:
 		if m.Restored {
 			a.sync(ctx)
-			return
+		} else {
+			a.onChange(ctx, m)
 		}
-		a.onChange(ctx, m)
+		if len(a.drains) > 0 {
+			a.checkDrains(ctx)
+		}
+	case *messages.DrainTask:
+		a.drainTask(ctx, m)
+	case *messages.NetworkProgrammed:
+		a.programmed(ctx, m.NodeId, m.Index)
 	case *messages.RegisterNode:
 		a.register(ctx, m)
 	case *messages.PromoteNodeRequest:
@@ -85,6 +102,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 	case *messages.DemoteNodeRequest:
 		a.demote(ctx, m)
 	case *messages.Heartbeat:
+		a.programmed(ctx, m.NodeId, m.NetworkIndex)
 		if pid, ok := a.nodes[m.NodeId]; ok {
 			ctx.Forward(pid)
 		}

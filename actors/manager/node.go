@@ -1,8 +1,8 @@
 package manager
 
 import (
+	"bytes"
 	"fmt"
-	"github.com/warrenorch/warren/actors/events"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -10,6 +10,9 @@ import (
 	"github.com/asynkron/protoactor-go/scheduler"
 	"go.uber.org/zap"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store"
 )
@@ -27,6 +30,11 @@ type nodeActor struct {
 	lastBeat   time.Time
 	pushQueued bool
 	writing    bool
+	// pushed is what the last push carried, less the task statuses the
+	// node itself reported: echoing those back costs the node work while
+	// its containers start, and tells it nothing.
+	pushed []byte
+	sent   uint64 // index of the last push
 }
 
 func newNodeActor(cfg LeaderConfig, id string) *actor.Props {
@@ -48,7 +56,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		a.cancel = append(a.cancel,
 			s.SendRepeatedly(a.cfg.ResyncEvery, a.cfg.ResyncEvery, ctx.Self(), &tick{kind: "resync"}),
 			s.SendRepeatedly(time.Second, time.Second, ctx.Self(), &tick{kind: "down"}))
-		a.push(ctx)
+		a.push(ctx, true)
 	case *actor.Stopping, *actor.Restarting:
 		unsubscribe(ctx, a.sub)
 		for _, c := range a.cancel {
@@ -62,11 +70,15 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 	case *reconcileNow:
 		a.pushQueued = false
-		a.push(ctx)
+		a.push(ctx, false)
+	case *pushAtLeast:
+		if a.sent < m.index {
+			a.push(ctx, true)
+		}
 	case *tick:
 		switch m.kind {
 		case "resync":
-			a.push(ctx)
+			a.push(ctx, true)
 		case "down":
 			a.checkDown(ctx)
 		}
@@ -101,7 +113,9 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 
 // push sends the node every task it must know about: those it must run and
 // those it must still stop. Anything else it runs is not ours and goes.
-func (a *nodeActor) push(ctx actor.Context) {
+// Unless always, a push that would change nothing for the node is skipped;
+// the periodic resync sends in full regardless.
+func (a *nodeActor) push(ctx actor.Context, always bool) {
 	st := a.cfg.Store.State
 	n := st.Node(a.id)
 	if n == nil || n.Description.GetAddr() == "" {
@@ -114,7 +128,26 @@ func (a *nodeActor) push(ctx actor.Context) {
 			as.Tasks = append(as.Tasks, t)
 		}
 	}
+	sig := pushSig(as)
+	if !always && bytes.Equal(sig, a.pushed) {
+		return
+	}
+	a.pushed, a.sent = sig, as.Index
 	ctx.Send(actor.NewPID(n.Description.Addr, NameAgent), as)
+}
+
+// pushSig is what a push means to its node: everything but the raft index
+// and the tasks' own statuses.
+func pushSig(as *messages.Assignments) []byte {
+	rest := &messages.Assignments{NodeId: as.NodeId, Managers: as.Managers, Node: as.Node, Services: as.Services, Peers: as.Peers}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
+	if err != nil {
+		return nil // never equal to a real signature: push
+	}
+	for _, t := range as.Tasks {
+		b = fmt.Appendf(b, "|%s/%d/%d/%d/%s", t.Id, t.Epoch, t.DesiredState, t.SpecVersion, t.NodeId)
+	}
+	return b
 }
 
 func (a *nodeActor) checkDown(ctx actor.Context) {

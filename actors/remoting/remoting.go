@@ -98,7 +98,7 @@ func Allowed(role, typeName string) bool {
 	case pki.RoleWorker:
 		switch typeName {
 		case "warren.v1.RegisterNode", "warren.v1.Heartbeat", "warren.v1.TaskStatusReport", "warren.v1.CertificateRequest",
-			"warren.v1.ImportImageReply", "warren.v1.Event":
+			"warren.v1.ImportImageReply", "warren.v1.Event", "warren.v1.NetworkProgrammed", "warren.v1.DrainTask":
 			return true
 		}
 		return false

@@ -51,6 +51,9 @@ func TestAllowed(t *testing.T) {
 		{typeName: wire(&messages.CertificateRequest{}), manager: true, worker: true},
 		{typeName: wire(&messages.ImportImageReply{}), manager: true, worker: true},
 		{typeName: wire(&messages.Event{}), manager: true, worker: true},
+		{typeName: wire(&messages.NetworkProgrammed{}), manager: true, worker: true},
+		{typeName: wire(&messages.DrainTask{}), manager: true, worker: true},
+		{typeName: wire(&messages.DrainTaskReply{}), manager: true},
 		// Only managers: the store, placement, assignments, replies to
 		// nodes. An admin answering a node's registration future, or a
 		// worker pushing assignments, would be impersonating a manager.

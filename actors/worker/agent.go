@@ -41,8 +41,10 @@ type AgentConfig struct {
 	// that role. Nil: roles never change here.
 	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte)
 	// OnNetwork programs the node's share of the cluster network (VIPs,
-	// DNS, mesh peers) from each assignment set. Nil: no service network.
-	OnNetwork func(*messages.Assignments)
+	// DNS, mesh peers) from each assignment set, and calls programmed once
+	// it has (or once a newer set superseded this one). Nil: no service
+	// network.
+	OnNetwork func(m *messages.Assignments, programmed func())
 	Log       *zap.Logger
 }
 
@@ -57,7 +59,14 @@ var (
 type (
 	registerNow struct{}
 	flushNow    struct{}
+	// netProgrammed: the host programmed the network of this index.
+	netProgrammed struct{ index uint64 }
 )
+
+// drainWait bounds how long a task waits for its drain to be confirmed
+// before it stops anyway (the leader answers within its own, shorter
+// bound; this covers a leader that never answers).
+const drainWait = 5 * time.Second
 
 // agent runs a node's tasks. It owns the assignment cache: on start it
 // resumes the cached tasks before any manager answers (a worker that reboots
@@ -87,6 +96,7 @@ type agent struct {
 	beatFails    int
 	beats        int
 	registered   bool
+	netIndex     uint64 // newest index whose network the host programmed
 }
 
 // NewAgent returns the agent's props.
@@ -128,6 +138,15 @@ func (a *agent) Receive(ctx actor.Context) {
 		a.pending = map[string]*messages.TaskStatusUpdate{}
 	case *heartbeatTick:
 		a.heartbeat(ctx)
+	case *netProgrammed:
+		if m.index > a.netIndex {
+			a.netIndex = m.index
+			if a.registered {
+				ctx.Send(a.managerPID(), &messages.NetworkProgrammed{NodeId: a.cfg.NodeID, Index: m.index})
+			}
+		}
+	case *drainRequest:
+		a.drain(ctx, m)
 	case *actor.Terminated:
 		for id, pid := range a.actors {
 			if pid.Equal(m.Who) {
@@ -264,9 +283,7 @@ func (a *agent) start(ctx actor.Context) {
 	if cached != nil && a.net != nil {
 		a.cfg.Log.Info("resuming cached assignments", zap.Int("tasks", len(cached.Tasks)), zap.Uint64("index", cached.Index))
 		a.apply(ctx, cached)
-		if a.cfg.OnNetwork != nil {
-			a.cfg.OnNetwork(cached) // VIPs and peers work before any manager answers
-		}
+		a.programNetwork(ctx, cached) // VIPs and peers work before any manager answers
 		// Only with the cached set applied do we know what is ours to
 		// keep; otherwise the first assignment from a manager decides.
 		a.gcOrphans()
@@ -397,7 +414,7 @@ func (a *agent) heartbeat(ctx actor.Context) {
 		return
 	}
 	a.beatInflight = true
-	f := ctx.RequestFuture(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano()}, 2*a.cfg.Heartbeat)
+	f := ctx.RequestFuture(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano(), NetworkIndex: a.netIndex}, 2*a.cfg.Heartbeat)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		a.beatInflight = false
 		if _, ok := res.(*messages.Heartbeat); err == nil && ok {
@@ -414,6 +431,43 @@ func (a *agent) heartbeat(ctx actor.Context) {
 	if a.beats%10 == 0 {
 		a.flush(ctx, a.status) // periodic full report heals lost ones
 	}
+}
+
+// programNetwork hands the host an assignment set's network; its
+// confirmation comes back as a message.
+func (a *agent) programNetwork(ctx actor.Context, m *messages.Assignments) {
+	if a.cfg.OnNetwork != nil {
+		self, root, index := ctx.Self(), ctx.ActorSystem().Root, m.Index
+		a.cfg.OnNetwork(m, func() { root.Send(self, &netProgrammed{index: index}) })
+	}
+}
+
+// drain asks the leader to confirm no node routes new connections to a
+// task any more, then tells the task actor to go on and signal it. Status
+// updates still queued go first: the unhealthy report is what takes the
+// task out of the endpoints. A node cut off from the managers (heartbeats
+// failing) cannot get a confirmation and does not wait for one.
+func (a *agent) drain(ctx actor.Context, m *drainRequest) {
+	a.flush(ctx, a.pending)
+	a.pending = map[string]*messages.TaskStatusUpdate{}
+	if !a.registered || a.beatFails > 0 || a.cfg.OnNetwork == nil {
+		ctx.Send(m.from, &drained{})
+		return
+	}
+	start := time.Now()
+	f := ctx.RequestFuture(a.managerPID(), &messages.DrainTask{NodeId: a.cfg.NodeID, TaskId: m.task}, drainWait)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.DrainTaskReply)
+		switch {
+		case err != nil:
+			a.cfg.Log.Warn("drain not confirmed; stopping the task anyway", zap.String("task", m.task), zap.Error(err))
+		case len(r.GetUnconfirmed()) > 0:
+			a.cfg.Log.Warn("drain confirmed by some nodes only", zap.String("task", m.task), zap.Strings("unconfirmed", r.Unconfirmed))
+		default:
+			a.cfg.Log.Debug("task drained", zap.String("task", m.task), zap.Uint64("index", r.GetIndex()), zap.Duration("took", time.Since(start)))
+		}
+		ctx.Send(m.from, &drained{})
+	})
 }
 
 func (a *agent) flush(ctx actor.Context, ups map[string]*messages.TaskStatusUpdate) {
@@ -455,9 +509,7 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 		}
 	}
 	a.apply(ctx, m)
-	if a.cfg.OnNetwork != nil {
-		a.cfg.OnNetwork(m)
-	}
+	a.programNetwork(ctx, m)
 	if !a.gcDone {
 		a.gcOrphans()
 		a.gcDone = true

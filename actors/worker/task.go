@@ -2,8 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/warrenorch/warren/actors/events"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/scheduler"
 	"go.uber.org/zap"
 
+	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/netmesh"
 	"github.com/warrenorch/warren/runtime"
@@ -80,6 +81,11 @@ type taskActor struct {
 	ip         string
 	health     messages.HealthState
 	hcFails    int
+	// serving: a container process runs (and may be an endpoint).
+	// draining: a drain was asked for; afterDrain runs when it answers.
+	serving    bool
+	draining   bool
+	afterDrain func(actor.Context)
 }
 
 func newTask(cfg TaskConfig, t *messages.Task) *actor.Props {
@@ -105,7 +111,13 @@ func (a *taskActor) Receive(ctx actor.Context) {
 	case *messages.Task:
 		a.task = m
 		if m.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
-			a.teardown(ctx, "shut down by the manager")
+			a.drainThen(ctx, func(ctx actor.Context) { a.teardown(ctx, "shut down by the manager") })
+		}
+		return
+	case *drained:
+		if f := a.afterDrain; a.draining && f != nil {
+			a.draining, a.afterDrain = false, nil
+			f(ctx)
 		}
 		return
 	case *removeTask:
@@ -117,6 +129,16 @@ func (a *taskActor) Receive(ctx actor.Context) {
 
 // removeTask tells a task actor its task left the node's assignment set.
 type removeTask struct{}
+
+// drainRequest asks the agent to have the task's endpoint removed on every
+// node; drained is its answer (confirmed or not, the task goes on).
+type (
+	drainRequest struct {
+		task string
+		from *actor.PID
+	}
+	drained struct{}
+)
 
 func (a *taskActor) report(ctx actor.Context, state messages.TaskState, msg string, mut func(*messages.TaskStatus)) {
 	st := &messages.TaskStatus{State: state, Message: msg, TimestampUnixNano: time.Now().UnixNano(),
@@ -138,11 +160,6 @@ func (a *taskActor) starting(ctx actor.Context) {
 	c, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	id := a.task.Id
-	st, err := a.cfg.Runtime.Status(c, id)
-	if err != nil {
-		a.fail(ctx, messages.TaskState_TASK_STATE_FAILED, fmt.Errorf("container status: %w", err))
-		return
-	}
 	// The network sandbox and the container are independent until start
 	// (runc joins the namespace then): build them side by side.
 	type attached struct {
@@ -154,13 +171,26 @@ func (a *taskActor) starting(ctx actor.Context) {
 		sb, err := a.cfg.Network.Attach(c, id)
 		net <- attached{sb, err}
 	}()
-	var createErr error
-	if !st.Exists && !st.Running {
+	// A task the manager has never heard progress from has no container
+	// yet: create it straight away (Create itself refuses a taken ID).
+	// Anything else may have a container to adopt or restart: look first.
+	var st runtime.Status
+	var createErr, statusErr error
+	fresh := a.restarts == 0 && a.task.GetStatus().GetState() <= messages.TaskState_TASK_STATE_ASSIGNED
+	if fresh {
 		a.report(ctx, messages.TaskState_TASK_STATE_PREPARING, "preparing image and network", nil)
-		if createErr = a.cfg.Runtime.EnsureImage(c, a.task.Spec.GetImage()); createErr == nil {
-			if err := a.cfg.Runtime.Create(c, a.containerSpec(a.cfg.Network.NetNSPath(id))); err != nil {
-				createErr = fmt.Errorf("create container: %w", err)
-			}
+		createErr = a.cfg.Runtime.Create(c, a.containerSpec(a.cfg.Network.NetNSPath(id)))
+		if errors.Is(createErr, runtime.ErrAlreadyExists) {
+			fresh, createErr = false, nil
+		}
+	}
+	if !fresh {
+		var err error
+		if st, err = a.cfg.Runtime.Status(c, id); err != nil {
+			statusErr = fmt.Errorf("container status: %w", err)
+		} else if !st.Exists {
+			a.report(ctx, messages.TaskState_TASK_STATE_PREPARING, "preparing image and network", nil)
+			createErr = a.cfg.Runtime.Create(c, a.containerSpec(a.cfg.Network.NetNSPath(id)))
 		}
 	}
 	r := <-net
@@ -169,6 +199,10 @@ func (a *taskActor) starting(ctx actor.Context) {
 		return
 	}
 	a.ip = r.sb.IP.String()
+	if statusErr != nil {
+		a.fail(ctx, messages.TaskState_TASK_STATE_FAILED, statusErr)
+		return
+	}
 	if createErr != nil {
 		a.fail(ctx, messages.TaskState_TASK_STATE_REJECTED, createErr)
 		return
@@ -232,14 +266,18 @@ func (a *taskActor) watch(ctx actor.Context, pid uint32) {
 	gen := a.gen
 	c, cancel := context.WithCancel(context.Background())
 	a.cancelWait = cancel
-	ch, err := a.cfg.Runtime.Wait(c, a.task.Id)
-	if err != nil {
-		cancel()
-		a.exitedWith(ctx, &exited{gen: gen, code: 128, at: time.Now(), err: fmt.Errorf("wait: %w", err)})
-		return
-	}
-	self, root := ctx.Self(), ctx.ActorSystem().Root
+	// Waiting is set up off the mailbox, after the report below: a task
+	// that already exited still has its exit status kept by the shim, so
+	// nothing is missed, and "running" is not held up by round trips.
+	self, root, rt, id := ctx.Self(), ctx.ActorSystem().Root, a.cfg.Runtime, a.task.Id
 	go func() {
+		ch, err := rt.Wait(c, id)
+		if err != nil {
+			if c.Err() == nil {
+				root.Send(self, &exited{gen: gen, code: 128, at: time.Now(), err: fmt.Errorf("wait: %w", err)})
+			}
+			return
+		}
 		select {
 		case es, ok := <-ch:
 			if ok {
@@ -249,7 +287,7 @@ func (a *taskActor) watch(ctx actor.Context, pid uint32) {
 		}
 	}()
 	a.startedAt = time.Now()
-	a.pid = pid
+	a.pid, a.serving = pid, true
 	if hc := a.task.Spec.GetHealthCheck(); hc.GetKind() != messages.HealthCheck_KIND_NONE {
 		a.health, a.hcFails = messages.HealthState_HEALTH_STATE_STARTING, 0
 		a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(min(healthInterval(hc), time.Second), ctx.Self(), &probeNow{gen: gen})
@@ -327,21 +365,45 @@ func (a *taskActor) probeResult(ctx actor.Context, err error) {
 		a.health = messages.HealthState_HEALTH_STATE_UNHEALTHY
 		a.log.Warn("task unhealthy; stopping it for its restart policy", zap.Error(err))
 		a.report(ctx, messages.TaskState_TASK_STATE_RUNNING, "unhealthy: "+err.Error(), func(s *messages.TaskStatus) { s.Pid = a.pid; s.Err = err.Error() })
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = a.cfg.Runtime.Kill(c, a.task.Id, syscall.SIGTERM)
-		cancel()
-		grace := 10 * time.Second
-		if g := a.task.Spec.GetStopGracePeriodMs(); g > 0 {
-			grace = time.Duration(g) * time.Millisecond
-		}
-		a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(grace, ctx.Self(), &killNow{gen: a.gen})
+		gen := a.gen
+		a.drainThen(ctx, func(ctx actor.Context) {
+			if a.gen != gen {
+				return // that process is gone already
+			}
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = a.cfg.Runtime.Kill(c, a.task.Id, syscall.SIGTERM)
+			cancel()
+			grace := 10 * time.Second
+			if g := a.task.Spec.GetStopGracePeriodMs(); g > 0 {
+				grace = time.Duration(g) * time.Millisecond
+			}
+			a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(grace, ctx.Self(), &killNow{gen: a.gen})
+		})
 		return
 	}
 	a.timer = scheduler.NewTimerScheduler(ctx).SendOnce(next, ctx.Self(), &probeNow{gen: a.gen})
 }
 
+// drainThen runs then once no node routes new connections to the task
+// any more (confirmed through the agent and the leader, or given up on),
+// so that SIGTERM never meets traffic still being sent. A task whose
+// container is not running serves nothing: then runs at once. A later
+// call while draining replaces then (a stop outranks a restart).
+func (a *taskActor) drainThen(ctx actor.Context, then func(actor.Context)) {
+	if !a.serving {
+		then(ctx)
+		return
+	}
+	a.afterDrain = then
+	if !a.draining {
+		a.draining = true
+		ctx.Send(ctx.Parent(), &drainRequest{task: a.task.Id, from: ctx.Self()})
+	}
+}
+
 // exitedWith applies the restart policy to an exit.
 func (a *taskActor) exitedWith(ctx actor.Context, m *exited) {
+	a.serving = false
 	state := messages.TaskState_TASK_STATE_FAILED
 	if m.code == 0 && m.err == nil {
 		state = messages.TaskState_TASK_STATE_COMPLETE

@@ -30,6 +30,7 @@ func clusterCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "data-dir", Value: "/var/lib/warren", Usage: "the node's state; the same command line resumes the node", EnvVars: []string{"WARREN_DATA_DIR"}},
 					&cli.StringFlag{Name: "advertise", Usage: "IP other nodes and the CLI reach this node at (default: the address of the default route)"},
+					&cli.StringFlag{Name: "wg-endpoint", Usage: "IP:PORT other nodes send this node's WireGuard traffic to, when it differs from the advertise address (behind NAT: the forwarded public address); default ADVERTISE:51820"},
 					&cli.StringFlag{Name: "listen", Value: "0.0.0.0", Usage: "IP to listen on"},
 					&cli.IntFlag{Name: "port", Value: host.DefaultPort, Usage: "actor remoting port"},
 					&cli.IntFlag{Name: "raft-port", Value: host.DefaultRaftPort, Usage: "raft port"},
@@ -53,6 +54,7 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "token", Required: true, Usage: "join token from `warren cluster join-token worker|manager`", EnvVars: []string{"WARREN_JOIN_TOKEN"}},
 					&cli.StringFlag{Name: "data-dir", Value: "/var/lib/warren", Usage: "the node's state; the same command line resumes the node", EnvVars: []string{"WARREN_DATA_DIR"}},
 					&cli.StringFlag{Name: "advertise", Usage: "IP other nodes reach this node at (default: the address of the default route)"},
+					&cli.StringFlag{Name: "wg-endpoint", Usage: "IP:PORT other nodes send this node's WireGuard traffic to, when it differs from the advertise address (behind NAT: the forwarded public address); default ADVERTISE:51820"},
 					&cli.StringFlag{Name: "listen", Value: "0.0.0.0", Usage: "IP to listen on"},
 					&cli.IntFlag{Name: "port", Value: host.DefaultPort, Usage: "actor remoting port"},
 					&cli.IntFlag{Name: "raft-port", Value: host.DefaultRaftPort, Usage: "raft port (managers)"},
@@ -122,7 +124,7 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	cfg := host.Config{
-		DataDir: c.String("data-dir"), Advertise: c.String("advertise"), ListenHost: c.String("listen"),
+		DataDir: c.String("data-dir"), Advertise: c.String("advertise"), WGEndpoint: c.String("wg-endpoint"), ListenHost: c.String("listen"),
 		Port: c.Int("port"), RaftPort: c.Int("raft-port"), JoinPort: c.Int("join-port"), ContainerdSocket: c.String("containerd"),
 		ConfigDir: c.String("config-dir"), Hostname: c.String("hostname"), EnableDebug: c.Bool("enable-debug"),
 		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), MaxDisconnect: c.Duration("max-disconnect"),

@@ -446,6 +446,7 @@ func TestSpecFromFlags(t *testing.T) {
 				"--restart-condition", "on-failure", "--restart-max-attempts", "5", "--restart-delay", "2s",
 				"--restart-max-delay", "1m", "--restart-window", "10m", "--constraint", "node.labels.zone==a",
 				"--constraint", "node.role!=manager", "--publish", "8080:80", "--publish", "5353:53/udp",
+				"--publish", "metrics=9100",
 				"--stop-grace-period", "30s", "--hostname", "web-host", "--", "--port", "80",
 			},
 			want: &messages.ServiceSpec{
@@ -466,6 +467,7 @@ func TestSpecFromFlags(t *testing.T) {
 				Ports: []*messages.PortConfig{
 					{Protocol: "tcp", PublishedPort: 8080, TargetPort: 80},
 					{Protocol: "udp", PublishedPort: 5353, TargetPort: 53},
+					{Name: "metrics", Protocol: "tcp", TargetPort: 9100},
 				},
 				StopGracePeriodMs: 30000,
 			},
@@ -499,6 +501,7 @@ func TestSpecFromFlags(t *testing.T) {
 		{name: "bad memory size", args: []string{"web", "--image", "demo:v1", "--limit-memory", "64Q"}, wantErr: `invalid size "64Q"`},
 		{name: "memory limit too small", args: []string{"web", "--image", "demo:v1", "--limit-memory", "1k"}, wantErr: "below the 6 MiB runc needs"},
 		{name: "bad publish", args: []string{"web", "--image", "demo:v1", "-p", "8080:http"}, wantErr: "invalid --publish"},
+		{name: "bad port name", args: []string{"web", "--image", "demo:v1", "-p", "Web_UI=8080:80"}, wantErr: `invalid port name "Web_UI"`},
 		{name: "bad protocol", args: []string{"web", "--image", "demo:v1", "-p", "8080:80/sctp"}, wantErr: `invalid protocol "sctp": use tcp or udp`},
 		{name: "same port twice", args: []string{"web", "--image", "demo:v1", "-p", "8080:80", "-p", "8080:81"}, wantErr: "port 8080 is published twice"},
 		{name: "bad constraint", args: []string{"web", "--image", "demo:v1", "--constraint", "zone=a"}, wantErr: "invalid constraint"},

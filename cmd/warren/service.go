@@ -42,7 +42,7 @@ func serviceCommand() *cli.Command {
 					&cli.DurationFlag{Name: "restart-max-delay", Usage: "cap of the restart backoff"},
 					&cli.DurationFlag{Name: "restart-window", Usage: "window in which restart attempts are counted"},
 					&cli.StringSliceFlag{Name: "constraint", Usage: "placement constraint, e.g. node.labels.zone==a (repeatable)"},
-					&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish PUBLISHED:TARGET[/PROTO] (repeatable)"},
+					&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish [NAME=]PUBLISHED:TARGET[/PROTO], or declare [NAME=]TARGET[/PROTO] (repeatable); NAME labels its DNS SRV record"},
 					&cli.DurationFlag{Name: "stop-grace-period", Usage: "time between SIGTERM and SIGKILL (default 10s)"},
 					&cli.StringFlag{Name: "hostname", Usage: "container hostname (default: the task id)"},
 					&cli.StringFlag{Name: "update-order", Value: "stop-first", Usage: "replacing a task (update, drain): stop-first or start-first (the old one serves until the new one runs)"},
@@ -52,6 +52,7 @@ func serviceCommand() *cli.Command {
 					&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take (default 5s)"},
 					&cli.UintFlag{Name: "health-retries", Usage: "failures in a row that make a task unhealthy (default 3)"},
 					&cli.DurationFlag{Name: "health-start-period", Usage: "failures in this time after start do not count"},
+					waitFlag(), waitTimeoutFlag(),
 					outputFlag(),
 				},
 				Action: withClient(serviceCreate),
@@ -60,7 +61,7 @@ func serviceCommand() *cli.Command {
 			{Name: "inspect", Usage: "show a service", ArgsUsage: "NAME", Flags: []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "json", Usage: "json or table"}}, Action: withClient(serviceInspect)},
 			{Name: "ps", Usage: "list a service's tasks", ArgsUsage: "NAME", Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include finished tasks"}, outputFlag()}, Action: withClient(servicePs)},
-			{Name: "scale", Usage: "set replica counts", ArgsUsage: "NAME=REPLICAS...", Action: withClient(serviceScale)},
+			{Name: "scale", Usage: "set replica counts", ArgsUsage: "NAME=REPLICAS...", Flags: []cli.Flag{waitFlag(), waitTimeoutFlag()}, Action: withClient(serviceScale)},
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "delete services; their containers stop and are removed", ArgsUsage: "NAME...", Action: withClient(serviceDelete)},
 		}),
 	}
@@ -119,6 +120,9 @@ func parseReplicas(s string) (uint64, error) {
 
 func parsePort(s string) (*messages.PortConfig, error) {
 	p := &messages.PortConfig{Protocol: "tcp"}
+	if name, rest, ok := strings.Cut(s, "="); ok {
+		p.Name, s = name, rest // checked with the rest of the spec
+	}
 	if i := strings.Index(s, "/"); i >= 0 {
 		p.Protocol, s = s[i+1:], s[:i]
 	}
@@ -246,6 +250,9 @@ func serviceCreate(c *cli.Context, cl *client.Client) error {
 	if err != nil {
 		return err
 	}
+	if err := maybeWait(c, cl, spec.Name); err != nil {
+		return err
+	}
 	return output(c, svc, func() error {
 		fmt.Println(svc.Id)
 		return nil
@@ -312,6 +319,33 @@ func serviceScale(c *cli.Context, cl *client.Client) error {
 		}
 		fmt.Printf("%s scaled to %d\n", r.name, r.n)
 	}
+	for _, r := range reqs {
+		if err := maybeWait(c, cl, r.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "wait", Usage: "return once every replica runs (and passes its health check), or fail saying why not"}
+}
+
+func waitTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "wait-timeout", Value: 2 * time.Minute, Usage: "how long --wait waits"}
+}
+
+// maybeWait waits for a service to converge when --wait asks for it. The
+// manager answers on the state change that completes it: no polling.
+func maybeWait(c *cli.Context, cl *client.Client, name string) error {
+	if !c.Bool("wait") {
+		return nil
+	}
+	r, err := cl.WaitService(name, c.Duration("wait-timeout"))
+	if err != nil {
+		return fmt.Errorf("wait for %s: %w", name, err)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %d/%d tasks running\n", name, r.Ready, r.Desired)
 	return nil
 }
 

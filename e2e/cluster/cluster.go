@@ -94,6 +94,9 @@ func New(t testing.TB, opts Options) *Harness {
 	if err := h.makeBridge(); err != nil {
 		t.Fatalf("harness bridge: %v", err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+h.Gateway()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < opts.Hosts; i++ {
 		host, err := h.addHost(i)
 		if err != nil {
@@ -105,7 +108,8 @@ func New(t testing.TB, opts Options) *Harness {
 }
 
 // Gateway is the machine's own address on the hosts' switch: services the
-// test runs in the root namespace (a registry, say) listen there.
+// test runs in the root namespace (a registry, say) listen there. It is
+// also every host's nameserver (/etc/resolv.conf), for a test to serve.
 func (h *Harness) Gateway() string { return fmt.Sprintf("10.99.%d.254", h.net) }
 
 func (h *Harness) gateway() string { return h.Gateway() }
@@ -215,7 +219,7 @@ func (host *Host) boot() error {
 	}
 	cmd := exec.Command("nsenter", "--net="+host.NetNS, "--",
 		"unshare", "--mount", "--pid", "--fork", "--mount-proc", "--uts", "--propagation", "private", self)
-	cmd.Env = append(os.Environ(), initEnv+"="+host.Name)
+	cmd.Env = append(os.Environ(), initEnv+"="+host.Name, resolvEnv+"="+filepath.Join(host.h.Dir, "resolv.conf"))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

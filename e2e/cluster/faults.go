@@ -453,3 +453,7 @@ func procZombie(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
+
+// NFT runs fn with an nftables connection in the host's network namespace
+// (reading Warren's rules from a test, say).
+func (host *Host) NFT(fn func(*nftables.Conn) error) error { return host.nft(fn) }

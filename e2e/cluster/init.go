@@ -9,8 +9,12 @@ import (
 )
 
 // initEnv names the host when the test binary is re-executed as a host's
-// init process (PID 1 of the host's pid namespace).
-const initEnv = "WARREN_E2E_INIT"
+// init process (PID 1 of the host's pid namespace); resolvEnv is the file
+// that becomes the host's /etc/resolv.conf.
+const (
+	initEnv   = "WARREN_E2E_INIT"
+	resolvEnv = "WARREN_E2E_RESOLV"
+)
 
 // MaybeRunInit turns the process into a host's init when the harness
 // started it as one, and never returns then. Call it first in TestMain.
@@ -24,7 +28,7 @@ func MaybeRunInit() {
 	if name == "" {
 		return
 	}
-	if err := setupHost(name); err != nil {
+	if err := setupHost(name, os.Getenv(resolvEnv)); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e init:", err)
 		os.Exit(2)
 	}
@@ -52,7 +56,7 @@ func MaybeRunInit() {
 	}
 }
 
-func setupHost(name string) error {
+func setupHost(name, resolv string) error {
 	if err := syscall.Sethostname([]byte(name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
@@ -62,6 +66,14 @@ func setupHost(name string) error {
 		}
 		if err := syscall.Mount("tmpfs", d, "tmpfs", 0, "mode=755"); err != nil {
 			return fmt.Errorf("mount tmpfs on %s: %w", d, err)
+		}
+	}
+	// The host's upstream resolver is the harness gateway, where a test
+	// can serve names (the machine's own resolvers are unreachable from
+	// the hosts' switch anyway).
+	if resolv != "" {
+		if err := syscall.Mount(resolv, "/etc/resolv.conf", "", syscall.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s on /etc/resolv.conf: %w", resolv, err)
 		}
 	}
 	return nil

@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/warrenorch/warren/e2e/loadgen"
 )
 
 // defaultVersion is reported when $VERSION is unset; the image packer sets it
@@ -42,13 +44,20 @@ func main() {
 	probeURL := flag.String("probe", "", "GET this URL and exit 0 on a 2xx answer, else 1 (an in-container health check tool; the image has no curl)")
 	fetchURL := flag.String("fetch", "", "GET this URL -n times (new connection each) and print a JSON object: task id -> answers, plus \"failed\"")
 	count := flag.Int("n", 1, "requests for -fetch")
+	during := flag.Duration("for", 0, "with -fetch: keep fetching this long instead of -n times")
+	loadURL := flag.String("load", "", "GET this URL with -c workers for -for, a new connection each, and print the result as JSON")
+	conc := flag.Int("c", 4, "workers for -load")
+	sinkAddr := flag.String("sink", "", "accept TCP streams on this address for -for, answering each with its byte count")
+	blastAddr := flag.String("blast", "", "stream zeros to a -sink at this address for -for and print the result as JSON")
+	idleURL := flag.String("idle", "", "GET this URL, keep the connection idle for -for, GET again on it, and print the result as JSON (exit 1 unless the connection survived)")
+	srvName := flag.String("srv", "", "look up SRV records of this name and print TARGET PORT, one per line")
 	resolve := flag.String("resolve", "", "resolve this name with the container's resolver and print the addresses, one per line")
 	flag.Parse()
 	if *probeURL != "" {
 		os.Exit(probe(*probeURL))
 	}
 	if *fetchURL != "" {
-		os.Exit(fetch(*fetchURL, *count))
+		os.Exit(fetch(*fetchURL, *count, *during))
 	}
 	if *resolve != "" {
 		addrs, err := net.DefaultResolver.LookupHost(context.Background(), *resolve)
@@ -58,6 +67,50 @@ func main() {
 		}
 		for _, a := range addrs {
 			fmt.Println(a)
+		}
+		os.Exit(0)
+	}
+
+	if *loadURL != "" {
+		json.NewEncoder(os.Stdout).Encode(loadgen.Requests(*loadURL, *during, *conc))
+		os.Exit(0)
+	}
+	if *sinkAddr != "" {
+		l, err := net.Listen("tcp", *sinkAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		time.AfterFunc(*during, func() { l.Close() })
+		loadgen.Sink(l)
+		os.Exit(0)
+	}
+	if *blastAddr != "" {
+		r, err := loadgen.Blast(*blastAddr, *during)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		os.Exit(0)
+	}
+	if *idleURL != "" {
+		r, err := loadgen.HoldIdle(*idleURL, *during)
+		json.NewEncoder(os.Stdout).Encode(r)
+		if err != nil || !r.Reused || r.First != r.Second {
+			fmt.Fprintln(os.Stderr, "idle connection did not survive:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if *srvName != "" {
+		_, recs, err := net.DefaultResolver.LookupSRV(context.Background(), "", "", *srvName)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, r := range recs {
+			fmt.Println(r.Target, r.Port)
 		}
 		os.Exit(0)
 	}
@@ -221,9 +274,11 @@ func probe(url string) int {
 }
 
 // fetch is the image's own load tool for e2e tests: which task answered.
-func fetch(url string, n int) int {
+// With during > 0 it runs that long instead of n times.
+func fetch(url string, n int, during time.Duration) int {
 	seen := map[string]int{}
-	for i := 0; i < n; i++ {
+	end := time.Now().Add(during)
+	for i := 0; (during > 0 && time.Now().Before(end)) || (during <= 0 && i < n); i++ {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := c.Get(url)
 		if err != nil {
