@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -334,7 +333,7 @@ func TestServiceNetwork(t *testing.T) {
 		return route, strings.Contains(out, prefix), err
 	}
 	// A service pinned to the leaving node has an endpoint in its subnet.
-	cli(t, m0, "service", "create", "pinned", "--image", "demo:v1", "--wait", "--constraint", "node.hostname=="+h2.Name)
+	cli(t, m0, "service", "create", "pinned", "--image", "demo:v1", "--wait", "--publish", "80", "--constraint", "node.hostname=="+h2.Name)
 	for _, host := range h.Hosts[:2] {
 		eventually(t, 30*time.Second, fmt.Sprintf("%s routes to %s's tasks", host.Name, h2.Name), func() error {
 			if route, endpoint, err := knows(host); err != nil || !route || !endpoint {
@@ -343,8 +342,36 @@ func TestServiceNetwork(t *testing.T) {
 			return nil
 		})
 	}
-	must(t, h2.Kill(syscall.SIGTERM, 30*time.Second))
+	// Removed while it runs, the node leaves by itself: tasks stopped,
+	// Warren's table, bridge and WireGuard device gone, process ended; it
+	// does not come back on a restart.
 	cli(t, m0, "node", "rm", "--force", h2.Name)
+	eventually(t, 60*time.Second, h2.Name+" leaves by itself", func() error {
+		if h2.Running() {
+			return fmt.Errorf("warren still runs")
+		}
+		return nil
+	})
+	for _, probe := range [][]string{{"nft", "list", "table", "inet", "warren"}, {"ip", "link", "show", "warren0"}, {"ip", "link", "show", "warren-wg"}} {
+		if out, err := h2.Exec(probe...); err == nil {
+			t.Errorf("after leaving, %v on %s still finds something:\n%s", probe, h2.Name, out)
+		}
+	}
+	if out, err := h2.Exec("sh", "-c", "find /sys/fs/cgroup/*/warren-"+h2.NodeID()[:12]+" -mindepth 1 -type d 2>/dev/null | grep -c . || true"); err != nil || strings.TrimSpace(out) != "0" {
+		t.Errorf("after leaving, task cgroups of %s remain: %q %v", h2.Name, out, err)
+	}
+	// Start may already find warren gone (it refuses at once): the log
+	// says whether it refused for the right reason.
+	_ = h2.Start("--wg-endpoint", wgIP+":51820")
+	eventually(t, 30*time.Second, "a restart of the removed node refuses to run", func() error {
+		if h2.Running() {
+			return fmt.Errorf("warren runs again")
+		}
+		if !strings.Contains(h2.LogTail(5), "has left it") {
+			return fmt.Errorf("no explanation in the log: %s", h2.LogTail(5))
+		}
+		return nil
+	})
 	for _, host := range h.Hosts[:2] {
 		eventually(t, 30*time.Second, fmt.Sprintf("%s forgets %s", host.Name, h2.Name), func() error {
 			route, endpoint, err := knows(host)

@@ -1080,12 +1080,15 @@ func (x *CommandResult) GetIds() []string {
 }
 
 type StateSnapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Cluster       *ClusterInfo           `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Nodes         []*Node                `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Services      []*Service             `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
-	Tasks         []*Task                `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Index    uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Cluster  *ClusterInfo           `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Nodes    []*Node                `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Services []*Service             `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
+	Tasks    []*Task                `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Nodes removed with `node rm`: they may not register again (they join
+	// anew, with a new identity, after clearing their data dir).
+	RemovedNodes  []string `protobuf:"bytes,6,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1154,13 @@ func (x *StateSnapshot) GetServices() []*Service {
 func (x *StateSnapshot) GetTasks() []*Task {
 	if x != nil {
 		return x.Tasks
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetRemovedNodes() []string {
+	if x != nil {
+		return x.RemovedNodes
 	}
 	return nil
 }
@@ -1389,13 +1399,14 @@ const file_store_proto_rawDesc = "" +
 	"\rCommandResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12&\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x10\n" +
-	"\x03ids\x18\x03 \x03(\tR\x03ids\"\xd5\x01\n" +
+	"\x03ids\x18\x03 \x03(\tR\x03ids\"\xfa\x01\n" +
 	"\rStateSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x120\n" +
 	"\acluster\x18\x02 \x01(\v2\x16.warren.v1.ClusterInfoR\acluster\x12%\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x0f.warren.v1.NodeR\x05nodes\x12.\n" +
 	"\bservices\x18\x04 \x03(\v2\x12.warren.v1.ServiceR\bservices\x12%\n" +
-	"\x05tasks\x18\x05 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\"\xb5\x01\n" +
+	"\x05tasks\x18\x05 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\x12#\n" +
+	"\rremoved_nodes\x18\x06 \x03(\tR\fremovedNodes\"\xb5\x01\n" +
 	"\x06Change\x12#\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x13.warren.v1.ChangeOpR\x02op\x12.\n" +
 	"\aservice\x18\x02 \x01(\v2\x12.warren.v1.ServiceH\x00R\aservice\x12%\n" +

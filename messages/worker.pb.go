@@ -85,10 +85,13 @@ func (x *RegisterNode) GetDescription() *NodeDescription {
 }
 
 type RegisterNodeReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Managers      []string               `protobuf:"bytes,3,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Error    *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Managers []string               `protobuf:"bytes,3,rep,name=managers,proto3" json:"managers,omitempty"` // actor addresses of every manager
+	// The node was removed from the cluster (`node rm`): it must leave,
+	// stopping its tasks and removing its network, not register again.
+	Removed       bool `protobuf:"varint,4,opt,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -142,6 +145,13 @@ func (x *RegisterNodeReply) GetManagers() []string {
 		return x.Managers
 	}
 	return nil
+}
+
+func (x *RegisterNodeReply) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
 }
 
 type Heartbeat struct {
@@ -1272,11 +1282,12 @@ const file_worker_proto_rawDesc = "" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12<\n" +
-	"\vdescription\x18\x03 \x01(\v2\x1a.warren.v1.NodeDescriptionR\vdescription\"|\n" +
+	"\vdescription\x18\x03 \x01(\v2\x1a.warren.v1.NodeDescriptionR\vdescription\"\x96\x01\n" +
 	"\x11RegisterNodeReply\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.warren.v1.NodeR\x04node\x12&\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x1a\n" +
-	"\bmanagers\x18\x03 \x03(\tR\bmanagers\"f\n" +
+	"\bmanagers\x18\x03 \x03(\tR\bmanagers\x12\x18\n" +
+	"\aremoved\x18\x04 \x01(\bR\aremoved\"f\n" +
 	"\tHeartbeat\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12#\n" +

@@ -185,6 +185,9 @@ func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandRes
 		if n.GetId() == "" {
 			return fail(errorf(messages.ErrorCode_ERROR_CODE_INVALID, "node needs an id"))
 		}
+		if s.removed[n.Id] {
+			return fail(errorf(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "node %s was removed from the cluster: to join again, clear its data dir and run `warren cluster join` with a token", n.Id))
+		}
 		old, exists := s.nodes[n.Id]
 		if exists && op.UpsertNode.ExpectedVersion != 0 && op.UpsertNode.ExpectedVersion != old.Meta.GetVersion() {
 			return fail(errorf(messages.ErrorCode_ERROR_CODE_CONFLICT, "node %s changed since version %d: read it again and retry", n.Id, op.UpsertNode.ExpectedVersion))
@@ -212,6 +215,7 @@ func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandRes
 			return fail(errorf(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "node %s not found", op.RemoveNode.NodeId))
 		}
 		delete(s.nodes, old.Id)
+		s.removed[old.Id] = true
 		res.Ids = []string{old.Id}
 		changes = append(changes, &messages.Change{Op: messages.ChangeOp_CHANGE_OP_DELETE, Object: &messages.Change_Node{Node: clone(old)}})
 

@@ -139,6 +139,29 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRemovedNodeStaysOut: a removed node id may not be written again (its
+// stale registration is refused), and snapshots keep the tombstone.
+func TestRemovedNodeStaysOut(t *testing.T) {
+	upsert := func(id string) *messages.Command {
+		return &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: &messages.Node{Id: id}}}}
+	}
+	s := NewState()
+	s.Apply(1, upsert("n1"))
+	s.Apply(2, upsert("n2"))
+	if r, _ := s.Apply(3, &messages.Command{Op: &messages.Command_RemoveNode{RemoveNode: &messages.RemoveNode{NodeId: "n1"}}}); r.GetError() != nil {
+		t.Fatal(r.Error)
+	}
+	for name, st := range map[string]*State{"live": s, "restored": func() *State { r := NewState(); r.restore(s.Snapshot()); return r }()} {
+		if !st.Removed("n1") || st.Removed("n2") {
+			t.Fatalf("%s: removed n1 %v, n2 %v; want true, false", name, st.Removed("n1"), st.Removed("n2"))
+		}
+		r, changes := st.Apply(4, upsert("n1"))
+		if r.GetError().GetCode() != messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED || !strings.Contains(r.Error.Message, "clear its data dir") || len(changes) != 0 || st.Node("n1") != nil {
+			t.Fatalf("%s: writing a removed node = %v, %d changes; want PERMISSION_DENIED with advice and no change", name, r.GetError(), len(changes))
+		}
+	}
+}
+
 func TestVIPAllocation(t *testing.T) {
 	s := NewState()
 	s.Apply(1, createSvc("s1", "a"))

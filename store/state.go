@@ -21,6 +21,7 @@ type State struct {
 	tasks    map[string]*messages.Task
 	bySvc    map[string]map[string]struct{}
 	byNode   map[string]map[string]struct{}
+	removed  map[string]bool // node ids removed with `node rm`
 }
 
 // NewState returns an empty state.
@@ -39,6 +40,7 @@ func (s *State) reset() {
 	s.tasks = map[string]*messages.Task{}
 	s.bySvc = map[string]map[string]struct{}{}
 	s.byNode = map[string]map[string]struct{}{}
+	s.removed = map[string]bool{}
 }
 
 func clone[T proto.Message](m T) T { return proto.Clone(m).(T) }
@@ -192,7 +194,18 @@ func (s *State) Snapshot() *messages.StateSnapshot {
 	for _, t := range s.tasks {
 		snap.Tasks = append(snap.Tasks, clone(t))
 	}
+	for id := range s.removed {
+		snap.RemovedNodes = append(snap.RemovedNodes, id)
+	}
+	sort.Strings(snap.RemovedNodes)
 	return snap
+}
+
+// Removed reports whether the node was removed from the cluster.
+func (s *State) Removed(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.removed[id]
 }
 
 func (s *State) restore(snap *messages.StateSnapshot) {
@@ -211,6 +224,9 @@ func (s *State) restore(snap *messages.StateSnapshot) {
 	}
 	for _, t := range snap.Tasks {
 		s.putTask(t)
+	}
+	for _, id := range snap.RemovedNodes {
+		s.removed[id] = true
 	}
 }
 

@@ -33,6 +33,8 @@ type NodeFile struct {
 	JoinAddrs []string `json:"join_addrs,omitempty"`
 	// Bootstrapped: this node founded the cluster (cluster init).
 	Bootstrapped bool `json:"bootstrapped,omitempty"`
+	// Left: the cluster removed this node and it left; it is not resumed.
+	Left bool `json:"left,omitempty"`
 }
 
 const nodeFileName = "node.json"

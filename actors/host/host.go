@@ -99,6 +99,7 @@ type Node struct {
 	join    *joinServer
 	created bool
 	restart chan struct{} // a role change asks the runner to restart the node
+	left    chan string   // the node was removed from the cluster and left it
 	// roleChanging is set by the first role change of this run.
 	roleChanging atomic.Bool
 	// The network programmer: the newest set not yet applied, and whether
@@ -115,6 +116,10 @@ type Node struct {
 // Restart fires when the node must be restarted (its role changed): stop
 // it and call InitOrResume again with the same configuration.
 func (n *Node) Restart() <-chan struct{} { return n.restart }
+
+// Left delivers why, once the cluster removed this node and it has left:
+// its tasks are gone and its network removed. The runner stops the node.
+func (n *Node) Left() <-chan string { return n.left }
 
 // Created reports whether this start created a new cluster.
 func (n *Node) Created() bool { return n.created }
@@ -192,13 +197,16 @@ func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, lock: lock, restart: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, lock: lock, restart: make(chan struct{}, 1), left: make(chan string, 1)}
 	ok := false
 	defer func() {
 		if !ok {
 			n.Stop()
 		}
 	}()
+	if nf != nil && nf.Left {
+		return nil, fmt.Errorf("this node was removed from cluster %s and has left it: to join a cluster again, empty %s (or use another --data-dir) and run `warren cluster join` with a token", nf.ClusterID[:12], cfg.DataDir)
+	}
 	if nf != nil && cfg.Join != nil {
 		// The join command line also restarts a joined node: resume it,
 		// unless the token names another cluster.
@@ -389,7 +397,7 @@ func (n *Node) start(ctx context.Context) error {
 		UploadDir:   filepath.Join(cfg.DataDir, "uploads"),
 		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
 			CgroupParent: "/warren-" + nf.NodeID[:12], ResolvConf: n.resolvConf(), Log: log.Named("task")},
-		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole, OnNetwork: n.applyNetwork,
+		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole, OnNetwork: n.applyNetwork, OnLeft: n.leave,
 	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
@@ -564,6 +572,52 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 		}
 	}
 	return nw, nil
+}
+
+// leave runs once the agent of a node the cluster removed has stopped all
+// its tasks: it removes everything Warren set up in the kernel (table inet
+// warren, the bridge, the WireGuard device and routes, the sandboxes),
+// stops DNS, marks the data dir as left so a restart does not come back,
+// and tells the runner.
+func (n *Node) leave(why string) {
+	log := n.cfg.Log
+	n.netMu.Lock()
+	n.netStopped = true
+	n.netMu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n.netMu.Lock()
+		busy := n.netBusy
+		n.netMu.Unlock()
+		if !busy {
+			break
+		}
+	}
+	if n.dns != nil {
+		n.dns.Close()
+	}
+	n.meshMu.Lock()
+	if n.mesh != nil {
+		if err := n.mesh.Teardown(); err != nil {
+			log.Warn("remove the WireGuard mesh", zap.Error(err))
+		}
+	}
+	n.meshMu.Unlock()
+	if n.net != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.net.Teardown(ctx); err != nil {
+			log.Warn("remove the task network", zap.Error(err))
+		}
+		cancel()
+	}
+	n.File.Left = true
+	if err := writeNodeFile(n.cfg.DataDir, n.File); err != nil {
+		log.Warn("mark the data dir as left", zap.Error(err))
+	}
+	log.Warn("left the cluster", zap.String("why", why))
+	select {
+	case n.left <- why:
+	default:
+	}
 }
 
 // meshEndpoint is where other nodes reach this node's WireGuard.

@@ -102,6 +102,11 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 	case *messages.DemoteNodeRequest:
 		a.demote(ctx, m)
 	case *messages.Heartbeat:
+		if st.Removed(m.NodeId) {
+			ctx.Respond(&messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+				"node %s was removed from the cluster: it leaves now", m.NodeId)})
+			return
+		}
 		a.programmed(ctx, m.NodeId, m.NetworkIndex)
 		if pid, ok := a.nodes[m.NodeId]; ok {
 			ctx.Forward(pid)
@@ -234,6 +239,12 @@ func (a *leaderActor) reap(ctx actor.Context, tasks []*messages.Task) {
 // known one keeps its spec (role, availability, labels) and is marked ready.
 func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 	st := a.cfg.Store.State
+	if st.Removed(m.NodeId) {
+		// It must leave, not come back: `node rm` is final for an identity.
+		ctx.Respond(&messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+			"node %s was removed from the cluster: it leaves now; to join again, clear its data dir and run `warren cluster join` with a token", m.NodeId)})
+		return
+	}
 	now := time.Now().UnixNano()
 	n := st.Node(m.NodeId)
 	if n == nil {

@@ -2,8 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/warrenorch/warren/actors/events"
 	"net/netip"
 	"os"
 	"strings"
@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/runtime"
 	"github.com/warrenorch/warren/store/pki"
@@ -40,6 +41,10 @@ type AgentConfig struct {
 	// role after a promotion or demotion; the host restarts the node in
 	// that role. Nil: roles never change here.
 	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte)
+	// OnLeft is called once the node, removed from the cluster, has
+	// stopped and deleted all its tasks: the host removes its network and
+	// ends the process. Nil: the agent just goes idle.
+	OnLeft func(why string)
 	// OnNetwork programs the node's share of the cluster network (VIPs,
 	// DNS, mesh peers) from each assignment set, and calls programmed once
 	// it has (or once a newer set superseded this one). Nil: no service
@@ -61,7 +66,12 @@ type (
 	flushNow    struct{}
 	// netProgrammed: the host programmed the network of this index.
 	netProgrammed struct{ index uint64 }
+	// leaveNow: stop waiting for task cleanups and leave.
+	leaveNow struct{}
 )
+
+// leaveWait bounds how long a removed node waits for its tasks' cleanup.
+const leaveWait = time.Minute
 
 // drainWait bounds how long a task waits for its drain to be confirmed
 // before it stops anyway (the leader answers within its own, shorter
@@ -97,6 +107,8 @@ type agent struct {
 	beats        int
 	registered   bool
 	netIndex     uint64 // newest index whose network the host programmed
+	leaving      string // why, once the cluster removed this node
+	hasLeft      bool
 }
 
 // NewAgent returns the agent's props.
@@ -120,7 +132,11 @@ func (a *agent) Receive(ctx actor.Context) {
 			a.db = nil
 		}
 	case *registerNow:
-		a.register(ctx)
+		if a.leaving == "" {
+			a.register(ctx)
+		}
+	case *leaveNow:
+		a.left(ctx)
 	case *messages.Assignments:
 		a.assign(ctx, m)
 	case *messages.TaskStatusUpdate:
@@ -152,6 +168,9 @@ func (a *agent) Receive(ctx actor.Context) {
 			if pid.Equal(m.Who) {
 				delete(a.actors, id)
 			}
+		}
+		if a.leaving != "" && len(a.actors) == 0 {
+			a.left(ctx)
 		}
 		// A task still wanted here whose actor ended (it stops only after
 		// teardown) is started again by the next assignment set.
@@ -381,6 +400,10 @@ func (a *agent) register(ctx actor.Context) {
 	f := ctx.RequestFuture(a.managerPID(), req, 3*time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.RegisterNodeReply)
+		if r.GetRemoved() {
+			a.leave(ctx, r.GetError().GetMessage())
+			return
+		}
 		if err != nil || r == nil || r.Error != nil || r.Node == nil {
 			a.cfg.Log.Debug("register: retrying", zap.String("error", fmt.Sprint(err, r.GetError())))
 			a.mgr++ // fail over to the next manager we know
@@ -417,6 +440,10 @@ func (a *agent) heartbeat(ctx actor.Context) {
 	f := ctx.RequestFuture(a.managerPID(), &messages.Heartbeat{NodeId: a.cfg.NodeID, UnixNano: time.Now().UnixNano(), NetworkIndex: a.netIndex}, 2*a.cfg.Heartbeat)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		a.beatInflight = false
+		if r, ok := res.(*messages.RegisterNodeReply); ok && r.Removed {
+			a.leave(ctx, r.GetError().GetMessage())
+			return
+		}
 		if _, ok := res.(*messages.Heartbeat); err == nil && ok {
 			a.beatFails = 0
 			return
@@ -430,6 +457,53 @@ func (a *agent) heartbeat(ctx actor.Context) {
 	})
 	if a.beats%10 == 0 {
 		a.flush(ctx, a.status) // periodic full report heals lost ones
+	}
+}
+
+// leave: the cluster removed this node. Its tasks were replaced elsewhere
+// already; stop and delete them all here, forget the cached assignments
+// (a restart must not bring them back), then hand over to the host.
+func (a *agent) leave(ctx actor.Context, why string) {
+	if a.leaving != "" {
+		return
+	}
+	a.leaving = why
+	a.cfg.Log.Warn("this node was removed from the cluster; stopping its tasks and leaving", zap.String("why", why))
+	for _, c := range a.cancel {
+		c()
+	}
+	a.cancel = nil
+	if a.db != nil {
+		if err := a.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(cacheBucket)
+			return errors.Join(b.Delete(keyAssign), b.Delete(keyManagers))
+		}); err != nil {
+			a.cfg.Log.Warn("forget cached assignments", zap.Error(err))
+		}
+	}
+	if len(a.actors) == 0 {
+		a.left(ctx)
+		return
+	}
+	for _, pid := range a.actors {
+		ctx.Send(pid, &removeTask{})
+	}
+	// A task whose cleanup keeps failing must not hold the node forever.
+	scheduler.NewTimerScheduler(ctx).SendOnce(leaveWait, ctx.Self(), &leaveNow{})
+}
+
+func (a *agent) left(actor.Context) {
+	if a.hasLeft {
+		return
+	}
+	a.hasLeft = true
+	if len(a.actors) > 0 {
+		a.cfg.Log.Warn("leaving with tasks whose cleanup did not finish", zap.Int("tasks", len(a.actors)))
+	} else {
+		a.cfg.Log.Info("all tasks stopped; leaving the cluster")
+	}
+	if a.cfg.OnLeft != nil {
+		go a.cfg.OnLeft(a.leaving) // it stops this actor: not from its mailbox
 	}
 }
 
@@ -451,7 +525,7 @@ func (a *agent) drain(ctx actor.Context, m *drainRequest) {
 	a.flush(ctx, a.pending)
 	a.pending = map[string]*messages.TaskStatusUpdate{}
 	if !a.registered || a.beatFails > 0 || a.cfg.OnNetwork == nil {
-		ctx.Send(m.from, &drained{})
+		ctx.Send(m.from, &drained{seq: m.seq})
 		return
 	}
 	start := time.Now()
@@ -466,7 +540,7 @@ func (a *agent) drain(ctx actor.Context, m *drainRequest) {
 		default:
 			a.cfg.Log.Debug("task drained", zap.String("task", m.task), zap.Uint64("index", r.GetIndex()), zap.Duration("took", time.Since(start)))
 		}
-		ctx.Send(m.from, &drained{})
+		ctx.Send(m.from, &drained{seq: m.seq})
 	})
 }
 
@@ -482,7 +556,7 @@ func (a *agent) flush(ctx actor.Context, ups map[string]*messages.TaskStatusUpda
 }
 
 func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
-	if m.NodeId != a.cfg.NodeID || m.Index < a.index {
+	if m.NodeId != a.cfg.NodeID || m.Index < a.index || a.leaving != "" {
 		return // for another node, or older than what we run
 	}
 	a.learnManagers(m.Managers)

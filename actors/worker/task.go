@@ -85,6 +85,7 @@ type taskActor struct {
 	// draining: a drain was asked for; afterDrain runs when it answers.
 	serving    bool
 	draining   bool
+	drainSeq   int
 	afterDrain func(actor.Context)
 }
 
@@ -115,7 +116,7 @@ func (a *taskActor) Receive(ctx actor.Context) {
 		}
 		return
 	case *drained:
-		if f := a.afterDrain; a.draining && f != nil {
+		if f := a.afterDrain; a.draining && m.seq == a.drainSeq && f != nil {
 			a.draining, a.afterDrain = false, nil
 			f(ctx)
 		}
@@ -135,10 +136,15 @@ type removeTask struct{}
 type (
 	drainRequest struct {
 		task string
+		seq  int
 		from *actor.PID
 	}
-	drained struct{}
+	drained struct{ seq int }
 )
+
+// drainGiveUp bounds a drain on the task's side: should the agent never
+// answer (it restarted meanwhile), the stop goes on anyway.
+const drainGiveUp = 10 * time.Second
 
 func (a *taskActor) report(ctx actor.Context, state messages.TaskState, msg string, mut func(*messages.TaskStatus)) {
 	st := &messages.TaskStatus{State: state, Message: msg, TimestampUnixNano: time.Now().UnixNano(),
@@ -397,7 +403,9 @@ func (a *taskActor) drainThen(ctx actor.Context, then func(actor.Context)) {
 	a.afterDrain = then
 	if !a.draining {
 		a.draining = true
-		ctx.Send(ctx.Parent(), &drainRequest{task: a.task.Id, from: ctx.Self()})
+		a.drainSeq++
+		ctx.Send(ctx.Parent(), &drainRequest{task: a.task.Id, seq: a.drainSeq, from: ctx.Self()})
+		scheduler.NewTimerScheduler(ctx).SendOnce(drainGiveUp, ctx.Self(), &drained{seq: a.drainSeq})
 	}
 }
 

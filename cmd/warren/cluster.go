@@ -149,6 +149,10 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 			fmt.Fprintln(os.Stderr, "warren: stopping (containers keep running and are adopted on the next start)")
 			n.Stop()
 			return nil
+		case why := <-n.Left():
+			fmt.Fprintf(os.Stderr, "warren: this node was removed from the cluster and has left it (%s): its tasks are stopped and its network removed\n", why)
+			n.Stop()
+			return nil
 		case <-n.Restart():
 			fmt.Fprintln(os.Stderr, "warren: role changed; restarting the node (containers keep running)")
 			n.Stop()

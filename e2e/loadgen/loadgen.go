@@ -32,6 +32,11 @@ func (r Result) Mbps() float64 { return float64(r.Bytes) * 8 / 1e6 / r.Seconds }
 
 // Requests runs conc workers that GET url for d, each request on a new
 // connection (so address translation is paid per request, its worst case).
+// The client closes each connection itself, so TIME_WAIT stays on the
+// client, whose kernel then never reuses a port the server still holds: a
+// server-side TIME_WAIT collision would stall a connect for a second, and
+// only on the path without NAT (which remaps a clashing port), skewing a
+// comparison of the two.
 func Requests(url string, d time.Duration, conc int) Result {
 	var mu sync.Mutex
 	var res Result
@@ -42,7 +47,8 @@ func Requests(url string, d time.Duration, conc int) Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 			ok, failed := 0, 0
 			for time.Now().Before(end) {
 				resp, err := c.Get(url)
@@ -53,6 +59,7 @@ func Requests(url string, d time.Duration, conc int) Result {
 						err = errors.New(resp.Status)
 					}
 				}
+				tr.CloseIdleConnections() // the client closes first
 				if err != nil {
 					failed++
 					continue
