@@ -5,6 +5,7 @@
 package loadgen
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,11 +33,12 @@ func (r Result) Mbps() float64 { return float64(r.Bytes) * 8 / 1e6 / r.Seconds }
 
 // Requests runs conc workers that GET url for d, each request on a new
 // connection (so address translation is paid per request, its worst case).
-// The client closes each connection itself, so TIME_WAIT stays on the
-// client, whose kernel then never reuses a port the server still holds: a
-// server-side TIME_WAIT collision would stall a connect for a second, and
-// only on the path without NAT (which remaps a clashing port), skewing a
-// comparison of the two.
+// The client closes each connection itself with a reset (SO_LINGER 0):
+// nobody keeps it in TIME_WAIT. Otherwise a thousand connections a second
+// to one address exhaust the client's ports for that address within a
+// minute, or collide with the server's TIME_WAIT (a one-second stall that
+// only the path without NAT suffers, NAT remapping a clashing port), and
+// the run measures that instead of the path.
 func Requests(url string, d time.Duration, conc int) Result {
 	var mu sync.Mutex
 	var res Result
@@ -47,7 +49,14 @@ func Requests(url string, d time.Duration, conc int) Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			d := &net.Dialer{Timeout: 5 * time.Second}
+			tr := &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, network, addr)
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				return c, err
+			}}
 			c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 			ok, failed := 0, 0
 			for time.Now().Before(end) {
