@@ -14,6 +14,10 @@ import (
 // cluster is a typo, and refusing it keeps one command from flooding the log.
 const MaxReplicas = 10000
 
+// MeshPeerFormat is the MeshPeer record format managers write (see
+// netmesh.PeerFormat, which must match).
+const MeshPeerFormat = 1
+
 var (
 	nameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	// portNameRe: an IANA-style service name, the label of a port's SRV

@@ -596,11 +596,15 @@ func (x *NetEndpoint) GetWeight() uint32 {
 }
 
 type MeshPeer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	PublicKey     string                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Endpoint      string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	Subnet        string                 `protobuf:"bytes,4,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	PublicKey string                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Endpoint  string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Subnet    string                 `protobuf:"bytes,4,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	// Record format (MeshPeerFormat). Fields may be added within a format;
+	// a node refuses peers of a newer format than it knows, saying so,
+	// rather than misread them. 0 (from older managers) means 1.
+	Format        uint32 `protobuf:"varint,5,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,6 +665,13 @@ func (x *MeshPeer) GetSubnet() string {
 		return x.Subnet
 	}
 	return ""
+}
+
+func (x *MeshPeer) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
 }
 
 type TaskStatusReport struct {
@@ -1316,13 +1327,14 @@ const file_worker_proto_rawDesc = "" +
 	"\tendpoints\x18\x04 \x03(\v2\x16.warren.v1.NetEndpointR\tendpoints\"5\n" +
 	"\vNetEndpoint\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weight\"v\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\"\x8e\x01\n" +
 	"\bMeshPeer\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x02 \x01(\tR\tpublicKey\x12\x1a\n" +
 	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x16\n" +
-	"\x06subnet\x18\x04 \x01(\tR\x06subnet\"b\n" +
+	"\x06subnet\x18\x04 \x01(\tR\x06subnet\x12\x16\n" +
+	"\x06format\x18\x05 \x01(\rR\x06format\"b\n" +
 	"\x10TaskStatusReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x125\n" +
 	"\aupdates\x18\x02 \x03(\v2\x1b.warren.v1.TaskStatusUpdateR\aupdates\"(\n" +

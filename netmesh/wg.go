@@ -400,7 +400,7 @@ func (m *Mesh) MTU() int { return m.mtu }
 // Self is this node's record for the store: what other nodes pass to
 // SetPeers to reach it.
 func (m *Mesh) Self() Peer {
-	return Peer{NodeID: m.cfg.NodeID, PublicKey: m.pub.String(), Endpoint: m.cfg.Endpoint, Subnet: m.cfg.Subnet}
+	return Peer{NodeID: m.cfg.NodeID, PublicKey: m.pub.String(), Endpoint: m.cfg.Endpoint, Subnet: m.cfg.Subnet, Format: PeerFormat}
 }
 
 // SetPeers makes the mesh's peers exactly peers: it adds and updates them

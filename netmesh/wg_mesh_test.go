@@ -422,19 +422,11 @@ func TestMeshTwoNodes(t *testing.T) {
 		t.Errorf("key file: %v, %v; want mode 0600", st, err)
 	}
 
-	// The records travel as the store would carry them.
-	var records [][]byte
-	for _, m := range []*Mesh{ma, mb} {
-		rec, err := EncodePeerInfo(m.Self())
-		if err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, rec)
-	}
+	// Each node's record, as the assignment sets carry it.
 	var peers []Peer
-	for _, rec := range records {
-		p, err := DecodePeerInfo(rec)
-		if err != nil {
+	for _, m := range []*Mesh{ma, mb} {
+		p := m.Self()
+		if err := ValidatePeer(p); err != nil {
 			t.Fatal(err)
 		}
 		peers = append(peers, p)

@@ -2,7 +2,6 @@ package netmesh
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -19,10 +18,12 @@ import (
 // from the keepalives even when it advertises none.
 const PersistentKeepalive = 25 * time.Second
 
-// PeerInfoVersion is the version of the peer record EncodePeerInfo writes.
-// Fields may be added within a version (readers ignore fields they do not
-// know); a change that old readers would misread gets a new version.
-const PeerInfoVersion = 1
+// PeerFormat is the version of the mesh peer record (the MeshPeer each
+// assignment set carries) this node understands. Fields may be added within
+// a format (protobuf readers skip fields they do not know); a change that
+// older nodes would misread gets a new format, and a node refuses peers of
+// a newer one, saying so, rather than half understand them.
+const PeerFormat = 1
 
 // ErrInvalidPeer is returned (wrapped) for a peer record that cannot be
 // used: undecodable, of an unknown version, or conflicting with this node
@@ -45,68 +46,8 @@ type Peer struct {
 	Endpoint string
 	// Subnet is the node's task subnet, routed to it through the mesh.
 	Subnet netip.Prefix
-}
-
-// peerRecordV1 is version 1 of the wire format of a Peer.
-type peerRecordV1 struct {
-	V         int    `json:"v"`
-	NodeID    string `json:"node"`
-	PublicKey string `json:"key"`
-	Endpoint  string `json:"endpoint,omitempty"`
-	Subnet    string `json:"subnet"`
-}
-
-// EncodePeerInfo returns p's record for the store: JSON with a version
-// field, {"v":1,"node":…,"key":…,"endpoint":…,"subnet":…}. It refuses a
-// peer that DecodePeerInfo would refuse, so nothing unusable is published.
-func EncodePeerInfo(p Peer) ([]byte, error) {
-	if _, err := parsePeer(p); err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(peerRecordV1{
-		V:         PeerInfoVersion,
-		NodeID:    p.NodeID,
-		PublicKey: p.PublicKey,
-		Endpoint:  p.Endpoint,
-		Subnet:    p.Subnet.String(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode mesh peer %s: %w", p.NodeID, err)
-	}
-	return b, nil
-}
-
-// DecodePeerInfo parses and validates a record EncodePeerInfo wrote. A
-// record of a version this node does not know is refused with an error
-// that says so, rather than half understood.
-func DecodePeerInfo(b []byte) (Peer, error) {
-	var head struct {
-		V *int `json:"v"`
-	}
-	if err := json.Unmarshal(b, &head); err != nil {
-		return Peer{}, fmt.Errorf("%w: record is not JSON: %v", ErrInvalidPeer, err)
-	}
-	switch {
-	case head.V == nil:
-		return Peer{}, fmt.Errorf("%w: record has no version field \"v\"", ErrInvalidPeer)
-	case *head.V > PeerInfoVersion:
-		return Peer{}, fmt.Errorf("%w: record version %d is newer than this node understands (up to %d); upgrade warren on this node", ErrInvalidPeer, *head.V, PeerInfoVersion)
-	case *head.V != 1:
-		return Peer{}, fmt.Errorf("%w: unknown record version %d", ErrInvalidPeer, *head.V)
-	}
-	var r peerRecordV1
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Peer{}, fmt.Errorf("%w: version 1 record: %v", ErrInvalidPeer, err)
-	}
-	subnet, err := netip.ParsePrefix(r.Subnet)
-	if err != nil {
-		return Peer{}, fmt.Errorf("%w: node %s: subnet %q: %v", ErrInvalidPeer, r.NodeID, r.Subnet, err)
-	}
-	p := Peer{NodeID: r.NodeID, PublicKey: r.PublicKey, Endpoint: r.Endpoint, Subnet: subnet}
-	if _, err := parsePeer(p); err != nil {
-		return Peer{}, err
-	}
-	return p, nil
+	// Format is the record's PeerFormat; 0 (unset) is format 1.
+	Format uint32
 }
 
 // meshPeer is a validated Peer in the types the device speaks.
@@ -117,12 +58,21 @@ type meshPeer struct {
 	subnet   netip.Prefix
 }
 
+// ValidatePeer checks a peer record as SetPeers will.
+func ValidatePeer(p Peer) error {
+	_, err := parsePeer(p)
+	return err
+}
+
 func parsePeer(p Peer) (meshPeer, error) {
 	fail := func(format string, a ...any) (meshPeer, error) {
 		return meshPeer{}, fmt.Errorf("%w: node %q: %s", ErrInvalidPeer, p.NodeID, fmt.Sprintf(format, a...))
 	}
 	if p.NodeID == "" {
 		return fail("no node ID")
+	}
+	if p.Format > PeerFormat {
+		return fail("peer record format %d is newer than this node understands (up to %d); upgrade warren on this node", p.Format, PeerFormat)
 	}
 	key, err := wgtypes.ParseKey(p.PublicKey)
 	if err != nil {
@@ -141,13 +91,13 @@ func parsePeer(p Peer) (meshPeer, error) {
 	return meshPeer{nodeID: p.NodeID, key: key, endpoint: ep, subnet: p.Subnet}, nil
 }
 
-// parseEndpoint accepts "" (no endpoint) or ip:port.
 // ValidEndpoint checks a WireGuard endpoint as nodes advertise it.
 func ValidEndpoint(s string) error {
 	_, err := parseEndpoint(s)
 	return err
 }
 
+// parseEndpoint accepts "" (no endpoint) or ip:port.
 func parseEndpoint(s string) (netip.AddrPort, error) {
 	if s == "" {
 		return netip.AddrPort{}, nil

@@ -24,78 +24,42 @@ func testKey(t *testing.T) wgtypes.Key {
 	return k.PublicKey()
 }
 
-func TestPeerInfoRoundTrip(t *testing.T) {
-	key := testKey(t)
-	for _, p := range []Peer{
-		{NodeID: "n1", PublicKey: key.String(), Endpoint: "192.0.2.10:51820", Subnet: netip.MustParsePrefix("10.88.1.0/24")},
-		{NodeID: "n2", PublicKey: key.String(), Endpoint: "[2001:db8::1]:51820", Subnet: netip.MustParsePrefix("10.88.2.0/24")},
-		{NodeID: "behind-nat", PublicKey: key.String(), Subnet: netip.MustParsePrefix("10.88.3.0/24")},
-	} {
-		b, err := EncodePeerInfo(p)
-		if err != nil {
-			t.Fatalf("encode %+v: %v", p, err)
-		}
-		if !strings.HasPrefix(string(b), `{"v":1,`) {
-			t.Errorf("record %s does not start with the version", b)
-		}
-		got, err := DecodePeerInfo(b)
-		if err != nil {
-			t.Fatalf("decode %s: %v", b, err)
-		}
-		if got != p {
-			t.Errorf("round trip: got %+v, want %+v", got, p)
-		}
-	}
-}
-
-func TestDecodePeerInfo(t *testing.T) {
+func TestValidatePeer(t *testing.T) {
 	key := testKey(t).String()
-	rec := func(fields string) []byte {
-		return []byte(`{` + fields + `}`)
-	}
+	sub := netip.MustParsePrefix("10.88.1.0/24")
 	for _, tc := range []struct {
 		name string
-		in   []byte
+		in   Peer
 		want string // substring of the error; "" = accepted
 	}{
-		{"v1", rec(`"v":1,"node":"n1","key":"` + key + `","endpoint":"192.0.2.1:51820","subnet":"10.88.1.0/24"`), ""},
-		{"v1 with a field added later in v1", rec(`"v":1,"node":"n1","key":"` + key + `","subnet":"10.88.1.0/24","mtu":1420`), ""},
-		{"newer version", rec(`"v":2,"node":"n1","key":"` + key + `","subnet":"10.88.1.0/24"`), "version 2 is newer than this node understands (up to 1); upgrade warren"},
-		{"no version", rec(`"node":"n1","key":"` + key + `","subnet":"10.88.1.0/24"`), `no version field "v"`},
-		{"version 0", rec(`"v":0,"node":"n1","key":"` + key + `","subnet":"10.88.1.0/24"`), "unknown record version 0"},
-		{"not json", []byte("n1 " + key), "not JSON"},
-		{"version of wrong type", rec(`"v":"1"`), "not JSON"},
-		{"bad key", rec(`"v":1,"node":"n1","key":"abc","subnet":"10.88.1.0/24"`), "not a base64 WireGuard key"},
-		{"zero key", rec(`"v":1,"node":"n1","key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","subnet":"10.88.1.0/24"`), "all zeros"},
-		{"no node", rec(`"v":1,"key":"` + key + `","subnet":"10.88.1.0/24"`), "no node ID"},
-		{"hostname endpoint", rec(`"v":1,"node":"n1","key":"` + key + `","endpoint":"node1.example:51820","subnet":"10.88.1.0/24"`), "not an IP address"},
-		{"endpoint without port", rec(`"v":1,"node":"n1","key":"` + key + `","endpoint":"192.0.2.1","subnet":"10.88.1.0/24"`), "not ip:port"},
-		{"endpoint port 0", rec(`"v":1,"node":"n1","key":"` + key + `","endpoint":"192.0.2.1:0","subnet":"10.88.1.0/24"`), "cannot be dialled"},
-		{"bad subnet", rec(`"v":1,"node":"n1","key":"` + key + `","subnet":"10.88.1.0"`), "subnet"},
-		{"subnet with host bits", rec(`"v":1,"node":"n1","key":"` + key + `","subnet":"10.88.1.1/24"`), "host bits"},
+		{"format 1", Peer{NodeID: "n1", PublicKey: key, Endpoint: "192.0.2.1:51820", Subnet: sub, Format: 1}, ""},
+		{"format unset (0) is 1", Peer{NodeID: "n1", PublicKey: key, Subnet: sub}, ""},
+		{"IPv6 endpoint", Peer{NodeID: "n1", PublicKey: key, Endpoint: "[2001:db8::1]:51820", Subnet: sub}, ""},
+		{"newer format", Peer{NodeID: "n1", PublicKey: key, Subnet: sub, Format: 2}, "format 2 is newer than this node understands (up to 1); upgrade warren"},
+		{"bad key", Peer{NodeID: "n1", PublicKey: "abc", Subnet: sub}, "not a base64 WireGuard key"},
+		{"zero key", Peer{NodeID: "n1", PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", Subnet: sub}, "all zeros"},
+		{"no node", Peer{PublicKey: key, Subnet: sub}, "no node ID"},
+		{"hostname endpoint", Peer{NodeID: "n1", PublicKey: key, Endpoint: "node1.example:51820", Subnet: sub}, "not an IP address"},
+		{"endpoint without port", Peer{NodeID: "n1", PublicKey: key, Endpoint: "192.0.2.1", Subnet: sub}, "not ip:port"},
+		{"endpoint port 0", Peer{NodeID: "n1", PublicKey: key, Endpoint: "192.0.2.1:0", Subnet: sub}, "cannot be dialled"},
+		{"no subnet", Peer{NodeID: "n1", PublicKey: key}, "subnet"},
+		{"subnet with host bits", Peer{NodeID: "n1", PublicKey: key, Subnet: netip.MustParsePrefix("10.88.1.1/24")}, "host bits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := DecodePeerInfo(tc.in)
+			err := ValidatePeer(tc.in)
 			if tc.want == "" {
 				if err != nil {
-					t.Fatalf("DecodePeerInfo: %v", err)
+					t.Fatalf("ValidatePeer: %v", err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("DecodePeerInfo error = %v, want it to contain %q", err, tc.want)
+				t.Fatalf("ValidatePeer error = %v, want it to contain %q", err, tc.want)
 			}
 			if !errors.Is(err, ErrInvalidPeer) {
 				t.Errorf("error %v does not wrap ErrInvalidPeer", err)
 			}
 		})
-	}
-}
-
-func TestEncodePeerInfoRefusesInvalid(t *testing.T) {
-	_, err := EncodePeerInfo(Peer{NodeID: "n1", PublicKey: "nope", Subnet: netip.MustParsePrefix("10.88.1.0/24")})
-	if !errors.Is(err, ErrInvalidPeer) {
-		t.Fatalf("EncodePeerInfo of a bad key = %v, want ErrInvalidPeer", err)
 	}
 }
 

@@ -3,7 +3,17 @@ package host
 import (
 	"strings"
 	"testing"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/netmesh"
 )
+
+// The format managers write must be the one nodes read.
+func TestPeerFormatsAgree(t *testing.T) {
+	if messages.MeshPeerFormat != netmesh.PeerFormat {
+		t.Fatalf("messages.MeshPeerFormat %d != netmesh.PeerFormat %d", messages.MeshPeerFormat, netmesh.PeerFormat)
+	}
+}
 
 func TestConfigWGEndpoint(t *testing.T) {
 	cases := []struct {

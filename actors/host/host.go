@@ -736,7 +736,7 @@ func (n *Node) programNetworkNow(m *messages.Assignments) {
 			if err != nil {
 				continue
 			}
-			peers = append(peers, netmesh.Peer{NodeID: p.NodeId, PublicKey: p.PublicKey, Endpoint: p.Endpoint, Subnet: sub})
+			peers = append(peers, netmesh.Peer{NodeID: p.NodeId, PublicKey: p.PublicKey, Endpoint: p.Endpoint, Subnet: sub, Format: p.Format})
 		}
 		if err := n.mesh.SetPeers(peers); err != nil {
 			log.Warn("mesh peers", zap.Error(err))

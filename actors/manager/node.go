@@ -203,7 +203,7 @@ func MeshPeers(st *store.State) []*messages.MeshPeer {
 	var out []*messages.MeshPeer
 	for _, n := range st.Nodes() {
 		if k := n.Description.GetWgPublicKey(); k != "" && n.Subnet != "" {
-			out = append(out, &messages.MeshPeer{NodeId: n.Id, PublicKey: k, Endpoint: n.Description.GetWgEndpoint(), Subnet: n.Subnet})
+			out = append(out, &messages.MeshPeer{NodeId: n.Id, PublicKey: k, Endpoint: n.Description.GetWgEndpoint(), Subnet: n.Subnet, Format: messages.MeshPeerFormat})
 		}
 	}
 	return out
