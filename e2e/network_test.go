@@ -101,8 +101,9 @@ func hostSpread(host *cluster.Host, url string, n int) map[string]int {
 // TestServiceNetwork: three hosts, a service of 3 replicas, one per host;
 // from a container, its name resolves to a VIP that balances over all
 // three across the WireGuard mesh; tasks. resolves to the task IPs; the
-// published port answers on every host, from the host itself and from
-// another; an unhealthy task leaves the VIP and the published port.
+// published port answers on every host, from the host itself (loopback
+// included) and from another; an unhealthy task leaves the VIP and the
+// published port.
 func TestServiceNetwork(t *testing.T) {
 	h := cluster.New(t, cluster.Options{Hosts: 3, Bin: warrenBin})
 	m0 := h.Hosts[0]
@@ -187,9 +188,12 @@ func TestServiceNetwork(t *testing.T) {
 	// replicas, whether the host calls itself or another host calls it.
 	for i, host := range h.Hosts {
 		from := h.Hosts[(i+1)%len(h.Hosts)]
-		for _, c := range []*cluster.Host{host, from} {
-			eventually(t, 30*time.Second, fmt.Sprintf("%s:8080 from %s reaches all 3 replicas", host.Name, c.Name), func() error {
-				s := hostSpread(c, "http://"+host.IP+":8080/", 60)
+		for _, c := range []struct {
+			from *cluster.Host
+			url  string
+		}{{host, "http://" + host.IP + ":8080/"}, {host, "http://127.0.0.1:8080/"}, {from, "http://" + host.IP + ":8080/"}} {
+			eventually(t, 30*time.Second, fmt.Sprintf("%s from %s reaches all 3 replicas", c.url, c.from.Name), func() error {
+				s := hostSpread(c.from, c.url, 60)
 				for _, tk := range web {
 					if s[tk.Id] == 0 {
 						return fmt.Errorf("replica %s got none: %v", tk.Id, s)

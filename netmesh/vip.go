@@ -28,7 +28,9 @@ import (
 //	    ip daddr vmap @vip-dispatch-<hash>    VIP -> jump svc-<name>
 //	    fib daddr type local jump published
 //	chain output      (nat, hook output, priority dstnat): the same, for
-//	                  processes on the node, minus 127.0.0.0/8
+//	                  processes on the node, 127.0.0.1 included
+//	chain localnet-guard (filter, hook prerouting, priority raw):
+//	    iifname != "lo" ip daddr 127.0.0.0/8 drop
 //	chain svc-<name>  one per service
 //	    tcp dport 80 dnat ip to numgen random mod 10 map @svc-<name>-tcp-80-<hash>
 //	    tcp dport 81 reject with tcp reset        (a port with no endpoint)
@@ -64,6 +66,11 @@ const (
 	chainVIPOutput      = "output"
 	chainVIPPostrouting = "vip-postrouting"
 	chainPublished      = "published"
+	// chainLocalnetGuard drops packets for 127.0.0.0/8 arriving from
+	// anywhere but lo: published ports on 127.0.0.1 need route_localnet on
+	// the bridge and the mesh interface, which would otherwise let a task
+	// reach the host's loopback-only services (CVE-2020-8558's lesson).
+	chainLocalnetGuard = "localnet-guard"
 	// svcPrefix starts every per-service chain and endpoint map, and
 	// vipSetPrefix the dispatch and hairpin sets; SetServices owns,
 	// flushes and deletes exactly the chains above and the chains and
@@ -147,6 +154,16 @@ func (n *Network) SetServices(svcs []VIPService) error {
 	garbage, err := applyVIPs(c, have, plan, n.cfg.Subnet, n.cfg.BridgeName)
 	if err != nil {
 		return fmt.Errorf("apply service rules in nftables table inet %s: %w; if the table was changed by hand, delete it with `nft delete table inet %s` and restart warren", TableName, err, TableName)
+	}
+	if len(plan.published) > 0 {
+		// Loopback clients of published ports leave by the bridge or the
+		// mesh with source 127.0.0.1 until postrouting rewrites it: the
+		// kernel routes that only with route_localnet on those interfaces.
+		for _, dev := range []string{n.cfg.BridgeName, DefaultMeshInterface} {
+			if err := enableRouteLocalnet(dev); err != nil {
+				n.log.Warn("published ports will not answer on 127.0.0.1", zap.String("interface", dev), zap.Error(err))
+			}
+		}
 	}
 	// The rules are in place; what is left over is empty chains and unused
 	// maps, which the next SetServices deletes again.
@@ -421,10 +438,27 @@ func listVIPObjects(c *nftables.Conn) (*vipObjects, error) {
 
 func ownedVIPChain(name string) bool {
 	switch name {
-	case chainVIPPrerouting, chainVIPOutput, chainVIPPostrouting, chainPublished:
+	case chainVIPPrerouting, chainVIPOutput, chainVIPPostrouting, chainPublished, chainLocalnetGuard:
 		return true
 	}
 	return strings.HasPrefix(name, svcPrefix)
+}
+
+// enableRouteLocalnet sets net.ipv4.conf.<dev>.route_localnet; a device
+// that does not exist (the mesh before the first peer) is skipped.
+func enableRouteLocalnet(dev string) error {
+	path := "/proc/sys/net/ipv4/conf/" + dev + "/route_localnet"
+	cur, err := os.ReadFile(path)
+	switch {
+	case os.IsNotExist(err):
+		return nil
+	case err == nil && strings.TrimSpace(string(cur)) == "1":
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable route_localnet (%s): %w", path, err)
+	}
+	return nil
 }
 
 // endpointType is a map value: an IPv4 address and a port, each padded to a
@@ -448,6 +482,7 @@ func applyVIPs(c *nftables.Conn, have *vipObjects, plan *vipPlan, subnet netip.P
 		base(chainVIPOutput, nftables.ChainHookOutput, nftables.ChainPriorityNATDest),
 		base(chainVIPPostrouting, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
 		{Name: chainPublished, Table: t},
+		{Name: chainLocalnetGuard, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw},
 	}
 	wanted := map[string]*nftables.Chain{}
 	if want {
@@ -591,22 +626,23 @@ func addVIPRules(c *nftables.Conn, t *nftables.Table, chains map[string]*nftable
 		if len(plan.published) == 0 {
 			continue
 		}
-		exprs = matchNFProtoIPv4()
-		if ch.Name == chainVIPOutput {
-			// 127.0.0.0/8 cannot be DNATed off the host (the kernel drops
-			// such packets as martians unless route_localnet is on).
-			exprs = append(exprs,
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}},
-			)
-		}
-		exprs = append(exprs,
+		// The output chain includes 127.0.0.0/8: `curl 127.0.0.1:8080` on
+		// a node answers (route_localnet, with the guard, makes that work).
+		exprs = append(matchNFProtoIPv4(),
 			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 			&expr.Verdict{Kind: expr.VerdictJump, Chain: chainPublished},
 		)
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment("warren: published ports on every local address")})
 	}
+	// Checked before conntrack undoes NAT: the reply to a loopback client's
+	// masqueraded connection still carries the gateway here, not 127.x.
+	guard := append(matchIPv4Prefix(16, netip.MustParsePrefix("127.0.0.0/8"), expr.CmpOpEq),
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+	c.AddRule(&nftables.Rule{Table: t, Chain: chains[chainLocalnetGuard], Exprs: guard, UserData: comment("warren: loopback addresses only from lo")})
 }
 
 func dispatchElements(svcs []svcPlan) []nftables.SetElement {
@@ -658,6 +694,18 @@ func addVIPPostrouting(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, 
 			&expr.Masq{},
 		)
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment("warren: task to local backend, bridge netfilter off")})
+	}
+	if len(plan.published) > 0 {
+		// A process on the node calling 127.0.0.1:PUB, DNATed to a task on
+		// this node: 127.0.0.1 cannot be a source on the bridge. (To a task
+		// elsewhere, the routing-mesh rule below applies.)
+		exprs := append(matchCtDNAT(), matchIPv4Prefix(12, netip.MustParsePrefix("127.0.0.0/8"), expr.CmpOpEq)...)
+		exprs = append(exprs,
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)},
+			&expr.Masq{},
+		)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: comment("warren: loopback client to a local backend")})
 	}
 	gw := gatewayOf(subnet).As4()
 	for _, p := range plan.published {

@@ -560,13 +560,14 @@ func peerNS(t *testing.T, name, hostIf string, hostAddr, peerAddr netip.Prefix) 
 
 func TestVIPPublishedPort(t *testing.T) {
 	h := newVIPHarness(t)
+	loopbackUp(t) // the node's own loopback clients
 	a, b := h.a.IP.String(), h.b.IP.String()
 	// An outside client, and a "remote node" holding a third backend that
 	// has no route to the client, only to this node's task subnet (as a
 	// WireGuard peer whose allowed IPs are task subnets): only the
 	// routing-mesh source NAT to the gateway lets its replies come back.
 	outside := peerNS(t, "outside", "uplink0", netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
-	remote := peerNS(t, "remote", "mesh0", netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	remote := peerNS(t, "remote", DefaultMeshInterface, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
 	rh, err := handleIn(remote)
 	if err != nil {
 		t.Fatal(err)
@@ -581,10 +582,10 @@ func TestVIPPublishedPort(t *testing.T) {
 	if err := h.n.SetServices(webService(VIPPort{Protocol: "tcp", Port: 80, PublishedPort: 8080, Endpoints: eps})); err != nil {
 		t.Fatal(err)
 	}
-	// From the node itself (output chain), on the gateway and the uplink
-	// address; 127.0.0.1 is not part of the routing mesh.
+	// From the node itself (output chain), on the gateway, the uplink
+	// address and loopback.
 	host := clientIn("")
-	for _, url := range []string{"http://10.88.1.1:8080/", "http://198.51.100.1:8080/"} {
+	for _, url := range []string{"http://10.88.1.1:8080/", "http://198.51.100.1:8080/", "http://127.0.0.1:8080/"} {
 		got := hits(t, host, url, 60, "")
 		t.Logf("%s from the node: %v", url, got)
 		if got[a] < 10 || got[b] < 10 {
@@ -625,13 +626,21 @@ func TestVIPPublishedPort(t *testing.T) {
 	// The node itself calling its published port on its uplink address
 	// (source: that address, outside the task subnet) reaches the remote
 	// backend too.
-	got = hits(t, host, "http://198.51.100.1:8080/", 60, "")
-	t.Logf("from the node with a remote backend: %v", got)
-	if got["remote"] == 0 || got[a]+got[b] == 0 {
-		t.Errorf("from the node gave %v, want local and remote backends", got)
+	for _, url := range []string{"http://198.51.100.1:8080/", "http://127.0.0.1:8080/"} {
+		got = hits(t, host, url, 60, "")
+		t.Logf("%s from the node with a remote backend: %v", url, got)
+		if got["remote"] == 0 || got[a]+got[b] == 0 {
+			t.Errorf("%s from the node gave %v, want local and remote backends", url, got)
+		}
 	}
-	if !strings.Contains(nftListWarren(t), `fib daddr type local jump published`) {
+	list := nftListWarren(t)
+	if !strings.Contains(list, `fib daddr type local jump published`) {
 		t.Errorf("no published-port jump in table inet warren")
+	}
+	// route_localnet is on for the bridge, so loopback addresses must be
+	// refused from anywhere but lo.
+	if !strings.Contains(list, `ip daddr 127.0.0.0/8 iifname != "lo" drop`) {
+		t.Errorf("no loopback guard in table inet warren:\n%s", list)
 	}
 }
 
@@ -763,5 +772,50 @@ func TestVIPUDPConntrack(t *testing.T) {
 	}
 	if got := ask(); got != h.b.IP.String() {
 		t.Fatalf("after moving the service to task-b the same socket still reaches %s", got)
+	}
+}
+
+// TestVIPLocalnetGuard: published ports turn on route_localnet on the
+// bridge, so a task that routes 127.0.0.0/8 to its gateway (it needs
+// CAP_NET_ADMIN in its namespace, which a task may have) would reach the
+// node's loopback-only services. The guard drops that; without it the
+// same attempt gets through, which shows the test can fail.
+func TestVIPLocalnetGuard(t *testing.T) {
+	h := newVIPHarness(t)
+	loopbackUp(t)
+	if err := h.n.SetServices(webService(VIPPort{Protocol: "tcp", Port: 80, PublishedPort: 8080, Endpoints: endpoints(map[*Sandbox]uint32{h.a: 1})})); err != nil {
+		t.Fatal(err)
+	}
+	serveHTTP(t, "", "127.0.0.2:9999", "node-loopback")
+	// The attacker: task c drops its own loopback route for 127.0.0.2 and
+	// sends it to the gateway instead.
+	ns := h.client.NetNSPath
+	for _, args := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"},
+		{"ip", "route", "del", "table", "local", "127.0.0.0/8", "dev", "lo"},
+		{"ip", "route", "add", "127.0.0.2/32", "via", h.client.Gateway.String(), "dev", "eth0"},
+	} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v in the task: %v %s", args, err, out)
+		}
+	}
+	attack := func() error {
+		c := clientIn(ns)
+		c.Timeout = 2 * time.Second
+		resp, err := c.Get("http://127.0.0.2:9999/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := attack(); err == nil {
+		t.Fatal("a task reached the node's 127.0.0.2:9999 through its gateway")
+	}
+	out, err := exec.Command("nft", "flush", "chain", "inet", TableName, chainLocalnetGuard).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	if err := attack(); err != nil {
+		t.Fatalf("without the guard the attempt still failed (%v): the test proves nothing", err)
 	}
 }
