@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +42,17 @@ func TestBench(t *testing.T) {
 	rt, err := runtime.NewContainerd(ctx, n.ContainerdSocket(), runtime.DefaultNamespace, zap.NewNop())
 	must(t, err)
 	defer rt.Close()
+	// The raw containers' cgroup parent: the runtime removes each
+	// container's cgroup, the parent is ours to remove.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/warren-bench")
+		if d := "/sys/fs/cgroup/unified/warren-bench"; !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
 
 	type row struct{ name, warren, base, ratio, target string }
 	var rows []row
