@@ -32,6 +32,10 @@ func TestSoakIdleVIP(t *testing.T) {
 	cli(t, m0, "service", "create", "backend", "--image", "demo:v1", "--publish", "80", "--wait", "--constraint", "node.hostname=="+h1.Name)
 	cli(t, m0, "service", "create", "client", "--image", "demo:v1", "--wait", "--constraint", "node.hostname=="+m0.Name)
 	client := waitRunning(t, m0, "client", 1)[0]
+	eventually(t, 30*time.Second, "backend resolves in the client", func() error {
+		_, err := execInErr(m0, client.Id, "-resolve", "backend")
+		return err
+	})
 
 	done := make(chan struct{})
 	churned := make(chan int, 1)

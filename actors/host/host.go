@@ -641,13 +641,14 @@ func (n *Node) applyNetwork(m *messages.Assignments, programmed func()) {
 	n.netBusy = true
 	n.netMu.Unlock()
 	if start {
-		// A short debounce turns the burst of pushes a deploy causes into
-		// one nftables/DNS/mesh update, off the deploy's critical path.
-		time.AfterFunc(netDebounce, n.programNetwork)
+		go n.programNetwork()
 	}
 }
 
-// netDebounce bounds how long a network change waits to be programmed.
+// netDebounce is the least time between two programmings: a change after
+// a quiet spell is programmed at once (a new service resolves, a stopping
+// task leaves the VIPs, without waiting), and the burst of pushes a deploy
+// causes becomes one nftables/DNS/mesh update per interval.
 const netDebounce = 250 * time.Millisecond
 
 func (n *Node) programNetwork() {
@@ -671,6 +672,7 @@ func (n *Node) programNetwork() {
 		for _, f := range done {
 			f()
 		}
+		time.Sleep(netDebounce) // what arrives meanwhile is taken together
 	}
 }
 
