@@ -33,15 +33,8 @@ func TestBenchNetwork(t *testing.T) {
 		t.Skip("benchmarks run with WARREN_BENCH=1 (go tool task bench)")
 	}
 	h := cluster.New(t, cluster.Options{Hosts: 3, Bin: warrenBin})
-	info := []string{"--log-level", "info"} // what users run
+	formCluster(t, h, 1, "--log-level", "info") // what users run
 	m0, h1 := h.Hosts[0], h.Hosts[1]
-	must(t, m0.StartAndWait(90*time.Second, info...))
-	wtok := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "worker", "-q"))
-	for _, w := range h.Hosts[1:] {
-		w.SetJoin(wtok, m0.JoinAddr())
-		must(t, w.Start(info...))
-	}
-	waitNodes(t, m0, 3, 1)
 	cli(t, m0, "image", "import", demoV1)
 	cli(t, m0, "service", "create", "web", "--image", "demo:v1", "--replicas", "3", "--wait", "--publish", "80",
 		"--health-cmd", "http GET /healthz", "--health-interval", "200ms", "--health-retries", "1")

@@ -13,11 +13,12 @@ import (
 )
 
 // formCluster boots hosts[0] as the founder, joins managers-1 more managers
-// and the rest as workers, and waits until every node is ready.
-func formCluster(t *testing.T, h *cluster.Harness, managers int) {
+// and the rest as workers, and waits until every node is ready. Every node
+// gets the extra flags.
+func formCluster(t *testing.T, h *cluster.Harness, managers int, extra ...string) {
 	t.Helper()
 	m0 := h.Hosts[0]
-	must(t, m0.StartAndWait(90*time.Second))
+	must(t, m0.StartAndWait(90*time.Second, extra...))
 	mtok := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "manager", "-q"))
 	wtok := strings.TrimSpace(cli(t, m0, "cluster", "join-token", "worker", "-q"))
 	for i, host := range h.Hosts[1:] {
@@ -26,7 +27,7 @@ func formCluster(t *testing.T, h *cluster.Harness, managers int) {
 			tok = mtok
 		}
 		host.SetJoin(tok, m0.JoinAddr())
-		must(t, host.Start())
+		must(t, host.Start(extra...))
 	}
 	waitNodes(t, m0, len(h.Hosts), managers)
 }

@@ -154,14 +154,7 @@ func TestServiceNetwork(t *testing.T) {
 		return nil
 	})
 	eventually(t, 60*time.Second, "tasks.web.warren resolves to the 3 healthy tasks", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		rt, err := runtime.NewContainerd(ctx, m0.ContainerdSocket(), runtime.DefaultNamespace, zap.NewNop())
-		if err != nil {
-			return err
-		}
-		defer rt.Close()
-		_, out, err := rt.Exec(ctx, client.Id, []string{"/app", "-resolve", "tasks.web.warren"})
+		out, err := execInErr(m0, client.Id, "-resolve", "tasks.web.warren")
 		if err != nil {
 			return err
 		}

@@ -103,12 +103,13 @@ type Node struct {
 	// roleChanging is set by the first role change of this run.
 	roleChanging atomic.Bool
 	// The network programmer: the newest set not yet applied, and whether
-	// its goroutine runs.
+	// its goroutine runs (netWG waits for it to end).
 	netMu      sync.Mutex
 	netNext    *messages.Assignments
 	netDone    []func() // callbacks of netNext and the sets it superseded
 	netBusy    bool
-	netStopped bool // set by Stop: nothing is programmed any more
+	netStopped bool // set by Stop and leave: nothing is programmed any more
+	netWG      sync.WaitGroup
 	subnet     netip.Prefix
 	meshMu     sync.Mutex // mesh is created by the network programmer
 }
@@ -581,17 +582,7 @@ func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
 // and tells the runner.
 func (n *Node) leave(why string) {
 	log := n.cfg.Log
-	n.netMu.Lock()
-	n.netStopped = true
-	n.netMu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		n.netMu.Lock()
-		busy := n.netBusy
-		n.netMu.Unlock()
-		if !busy {
-			break
-		}
-	}
+	n.stopProgrammer()
 	if n.dns != nil {
 		n.dns.Close()
 	}
@@ -637,8 +628,11 @@ func (n *Node) resolvConf() string { return filepath.Join(n.cfg.DataDir, "resolv
 func (n *Node) applyNetwork(m *messages.Assignments, programmed func()) {
 	n.netMu.Lock()
 	n.netNext, n.netDone = m, append(n.netDone, programmed)
-	start := !n.netBusy
-	n.netBusy = true
+	start := !n.netBusy && !n.netStopped
+	if start {
+		n.netBusy = true
+		n.netWG.Add(1)
+	}
 	n.netMu.Unlock()
 	if start {
 		go n.programNetwork()
@@ -651,7 +645,12 @@ func (n *Node) applyNetwork(m *messages.Assignments, programmed func()) {
 // causes becomes one nftables/DNS/mesh update per interval.
 const netDebounce = 250 * time.Millisecond
 
+// programNetwork runs while sets keep coming, skipping a set whose
+// services and peers equal the one it last programmed. Each run starts
+// afresh on purpose: the 10 s resync then writes everything to the kernel
+// again, which heals rules, routes or peers changed behind Warren's back.
 func (n *Node) programNetwork() {
+	defer n.netWG.Done()
 	var last *messages.Assignments
 	for {
 		n.netMu.Lock()
@@ -780,11 +779,18 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	go n.metrics.Serve(ln)
 }
 
-// Stop shuts the node down cleanly; containers keep running.
-func (n *Node) Stop() {
+// stopProgrammer ends network programming and waits for a programming
+// under way, so nothing touches the rules, DNS or mesh afterwards.
+func (n *Node) stopProgrammer() {
 	n.netMu.Lock()
 	n.netStopped = true
 	n.netMu.Unlock()
+	n.netWG.Wait()
+}
+
+// Stop shuts the node down cleanly; containers keep running.
+func (n *Node) Stop() {
+	n.stopProgrammer()
 	if n.metrics != nil {
 		n.metrics.Close()
 	}

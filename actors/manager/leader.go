@@ -103,8 +103,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		a.demote(ctx, m)
 	case *messages.Heartbeat:
 		if st.Removed(m.NodeId) {
-			ctx.Respond(&messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
-				"node %s was removed from the cluster: it leaves now", m.NodeId)})
+			ctx.Respond(removedReply(m.NodeId))
 			return
 		}
 		a.programmed(ctx, m.NodeId, m.NetworkIndex)
@@ -240,9 +239,7 @@ func (a *leaderActor) reap(ctx actor.Context, tasks []*messages.Task) {
 func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 	st := a.cfg.Store.State
 	if st.Removed(m.NodeId) {
-		// It must leave, not come back: `node rm` is final for an identity.
-		ctx.Respond(&messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
-			"node %s was removed from the cluster: it leaves now; to join again, clear its data dir and run `warren cluster join` with a token", m.NodeId)})
+		ctx.Respond(removedReply(m.NodeId))
 		return
 	}
 	now := time.Now().UnixNano()
@@ -280,6 +277,13 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 		return
 	}
 	a.upsertRegistered(ctx, n)
+}
+
+// removedReply answers a removed node's registration or heartbeat: it
+// must leave, not come back (`node rm` is final for an identity).
+func removedReply(id string) *messages.RegisterNodeReply {
+	return &messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
+		"node %s was removed from the cluster: it leaves now; to join again, clear its data dir and run `warren cluster join` with a token", id)}
 }
 
 func (a *leaderActor) isVoter(id string) bool {
