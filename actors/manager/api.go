@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
