@@ -1667,8 +1667,19 @@ type ServiceSpec struct {
 	User              string                 `protobuf:"bytes,19,opt,name=user,proto3" json:"user,omitempty"`
 	StopGracePeriodMs int64                  `protobuf:"varint,20,opt,name=stop_grace_period_ms,json=stopGracePeriodMs,proto3" json:"stop_grace_period_ms,omitempty"` // 0 = 10s
 	Hostname          string                 `protobuf:"bytes,21,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Task isolation (checked by validate_isolation.go, applied by the
+	// runtime's spec builder). Capabilities are added to or dropped from
+	// Docker's default set, drop first: CAP_NAME, and cap_drop may be ALL.
+	CapAdd  []string `protobuf:"bytes,22,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	CapDrop []string `protobuf:"bytes,23,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
+	// The most processes and threads the task's cgroup may hold: 0 means
+	// the default (4096), -1 unlimited.
+	PidsLimit int64 `protobuf:"varint,24,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	// "" (or "default") applies the default seccomp profile (Docker's);
+	// "unconfined" runs the task without one.
+	Seccomp       string `protobuf:"bytes,25,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServiceSpec) Reset() {
@@ -1844,6 +1855,34 @@ func (x *ServiceSpec) GetStopGracePeriodMs() int64 {
 func (x *ServiceSpec) GetHostname() string {
 	if x != nil {
 		return x.Hostname
+	}
+	return ""
+}
+
+func (x *ServiceSpec) GetCapAdd() []string {
+	if x != nil {
+		return x.CapAdd
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetCapDrop() []string {
+	if x != nil {
+		return x.CapDrop
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetPidsLimit() int64 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *ServiceSpec) GetSeccomp() string {
+	if x != nil {
+		return x.Seccomp
 	}
 	return ""
 }
@@ -2304,7 +2343,7 @@ const file_types_proto_rawDesc = "" +
 	"\vTYPE_VOLUME\x10\x00\x12\r\n" +
 	"\tTYPE_BIND\x10\x01\x12\x0e\n" +
 	"\n" +
-	"TYPE_TMPFS\x10\x02\"\xf6\a\n" +
+	"TYPE_TMPFS\x10\x02\"\xe3\b\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2327,7 +2366,12 @@ const file_types_proto_rawDesc = "" +
 	"\aworkdir\x18\x12 \x01(\tR\aworkdir\x12\x12\n" +
 	"\x04user\x18\x13 \x01(\tR\x04user\x12/\n" +
 	"\x14stop_grace_period_ms\x18\x14 \x01(\x03R\x11stopGracePeriodMs\x12\x1a\n" +
-	"\bhostname\x18\x15 \x01(\tR\bhostname\x1a6\n" +
+	"\bhostname\x18\x15 \x01(\tR\bhostname\x12\x17\n" +
+	"\acap_add\x18\x16 \x03(\tR\x06capAdd\x12\x19\n" +
+	"\bcap_drop\x18\x17 \x03(\tR\acapDrop\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\x18 \x01(\x03R\tpidsLimit\x12\x18\n" +
+	"\aseccomp\x18\x19 \x01(\tR\aseccomp\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

@@ -131,6 +131,7 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 			errs = append(errs, fmt.Sprintf("health check path %q must start with /", hc.HttpPath))
 		}
 	}
+	errs = append(errs, validateIsolation(s)...)
 	if s.StopGracePeriodMs < 0 {
 		errs = append(errs, "stop grace period cannot be negative")
 	}
