@@ -354,7 +354,7 @@ func (n *Node) start(ctx context.Context) error {
 		}
 		managers = append([]string{addr}, managers...)
 	}
-	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg})
+	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg, Log: log.Named("remoting")})
 	if err != nil {
 		return err
 	}

@@ -23,57 +23,71 @@ import (
 func wire(m proto.Message) string { return string(proto.MessageName(m)) }
 
 func TestAllowed(t *testing.T) {
+	const api, events, store, leader, agent, future = "manager/api", "events", "manager/store", "manager/leader", "agent", "future$1f"
 	type row struct {
-		typeName string
-		// Whether each role may send it.
+		typeName, target string
+		// Whether each role may send it there.
 		admin, manager, worker bool
 	}
 	rows := []row{
 		// The management API: admins call it, workers may not.
-		{typeName: wire(&messages.CreateServiceRequest{}), admin: true, manager: true},
-		{typeName: wire(&messages.ClusterInfoRequest{}), admin: true, manager: true},
-		{typeName: wire(&messages.RemoveNodeRequest{}), admin: true, manager: true},
-		// Image import and event subscription are API messages without the
-		// Request suffix.
-		{typeName: wire(&messages.ImportImageChunk{}), admin: true, manager: true},
-		{typeName: wire(&messages.SubscribeEvents{}), admin: true, manager: true},
-		{typeName: wire(&messages.UnsubscribeEvents{}), admin: true, manager: true},
-		// Refused by the manager unless it runs with --enable-debug.
-		{typeName: wire(&messages.DebugCrash{}), admin: true, manager: true},
-		// Watching is how any member notices a peer's actor go away.
-		{typeName: wire(&actor.Watch{}), admin: true, manager: true, worker: true},
-		{typeName: wire(&actor.Unwatch{}), admin: true, manager: true, worker: true},
-		{typeName: wire(&actor.Terminated{}), admin: true, manager: true, worker: true},
-		// What a worker says for itself, and its answers to managers.
-		{typeName: wire(&messages.RegisterNode{}), manager: true, worker: true},
-		{typeName: wire(&messages.Heartbeat{}), manager: true, worker: true},
-		{typeName: wire(&messages.TaskStatusReport{}), manager: true, worker: true},
-		{typeName: wire(&messages.CertificateRequest{}), manager: true, worker: true},
-		{typeName: wire(&messages.ImportImageReply{}), manager: true, worker: true},
-		{typeName: wire(&messages.Event{}), manager: true, worker: true},
-		{typeName: wire(&messages.NetworkProgrammed{}), manager: true, worker: true},
-		{typeName: wire(&messages.DrainTask{}), manager: true, worker: true},
-		{typeName: wire(&messages.DrainTaskReply{}), manager: true},
-		// Only managers: the store, placement, assignments, replies to
-		// nodes. An admin answering a node's registration future, or a
-		// worker pushing assignments, would be impersonating a manager.
-		{typeName: wire(&messages.Propose{}), manager: true},
-		{typeName: wire(&messages.PlaceTasks{}), manager: true},
-		{typeName: wire(&messages.StateChanged{}), manager: true},
-		{typeName: wire(&messages.Assignments{}), manager: true},
-		{typeName: wire(&messages.RegisterNodeReply{}), manager: true},
-		{typeName: wire(&messages.ClusterInfoReply{}), manager: true},
-		{typeName: wire(&messages.ResyncRequest{}), manager: true},
+		{typeName: wire(&messages.CreateServiceRequest{}), target: api, admin: true, manager: true},
+		{typeName: wire(&messages.ClusterInfoRequest{}), target: api, admin: true, manager: true},
+		{typeName: wire(&messages.RemoveNodeRequest{}), target: api, admin: true, manager: true},
+		{typeName: wire(&messages.ImportImageChunk{}), target: api, admin: true, manager: true},
+		{typeName: wire(&messages.DebugCrash{}), target: api, admin: true, manager: true},
+		// ... and only at the api: not straight at the actors behind it.
+		{typeName: wire(&messages.CreateServiceRequest{}), target: store, manager: true},
+		{typeName: wire(&messages.PromoteNodeRequest{}), target: leader, manager: true},
+		{typeName: wire(&messages.DebugCrash{}), target: leader, manager: true},
+		{typeName: wire(&messages.ImportImageChunk{}), target: agent, manager: true},
+		// Following events: the hub, and the watch on either end.
+		{typeName: wire(&messages.SubscribeEvents{}), target: events, admin: true, manager: true},
+		{typeName: wire(&messages.UnsubscribeEvents{}), target: events, admin: true, manager: true},
+		{typeName: wire(&actor.Watch{}), target: events, admin: true, manager: true},
+		{typeName: wire(&actor.Unwatch{}), target: events, admin: true, manager: true},
+		{typeName: wire(&actor.Terminated{}), target: events, admin: true, manager: true},
+		// A watch aimed at the api or the store: only managers.
+		{typeName: wire(&actor.Watch{}), target: api, manager: true},
+		{typeName: wire(&actor.Watch{}), target: store, manager: true},
+		{typeName: wire(&actor.Terminated{}), target: api, manager: true},
+		// Events are recorded by the hub of the node they happen on.
+		{typeName: wire(&messages.Event{}), target: events, manager: true},
+		// What a worker says for itself, to the api only.
+		{typeName: wire(&messages.RegisterNode{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.Heartbeat{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.TaskStatusReport{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.CertificateRequest{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.NetworkProgrammed{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.DrainTask{}), target: api, manager: true, worker: true},
+		{typeName: wire(&messages.RegisterNode{}), target: leader, manager: true},
+		{typeName: wire(&messages.Heartbeat{}), target: leader + "/nodes/n1", manager: true},
+		{typeName: wire(&messages.DrainTask{}), target: leader, manager: true},
+		// Answers to a manager's requests.
+		{typeName: wire(&messages.ImportImageReply{}), target: future, manager: true, worker: true},
+		{typeName: wire(&actor.DeadLetterResponse{}), target: future, admin: true, manager: true, worker: true},
+		{typeName: wire(&messages.ImportImageReply{}), target: api, manager: true},
+		{typeName: wire(&messages.DrainTaskReply{}), target: future, manager: true},
+		{typeName: wire(&messages.RegisterNodeReply{}), target: future, manager: true},
+		// Only managers: the store, placement, assignments.
+		{typeName: wire(&messages.Propose{}), target: store, manager: true},
+		{typeName: wire(&messages.PlaceTasks{}), target: leader + "/scheduler", manager: true},
+		{typeName: wire(&messages.StateChanged{}), target: events, manager: true},
+		{typeName: wire(&messages.Assignments{}), target: agent, manager: true},
+		{typeName: wire(&messages.ResyncRequest{}), target: api, manager: true},
 		// Actor system messages that stop, kill or poke actors.
-		{typeName: wire(&actor.PoisonPill{}), manager: true},
-		{typeName: wire(&actor.Stop{}), manager: true},
-		{typeName: wire(&actor.Touch{}), manager: true},
-		// Names that only look like the API.
-		{typeName: "warren.v2.CreateServiceRequest", manager: true},
-		{typeName: "xwarren.v1.CreateServiceRequest", manager: true},
-		{typeName: "warren.v1.CreateServiceRequestX", manager: true},
-		{typeName: "actor.WatchX", manager: true},
-		{typeName: "", manager: true},
+		{typeName: wire(&actor.PoisonPill{}), target: api, manager: true},
+		{typeName: wire(&actor.Stop{}), target: events, manager: true},
+		{typeName: wire(&actor.Touch{}), target: api, manager: true},
+		// Names that only look like the API or a future.
+		{typeName: "warren.v2.CreateServiceRequest", target: api, manager: true},
+		{typeName: "xwarren.v1.CreateServiceRequest", target: api, manager: true},
+		{typeName: "warren.v1.CreateServiceRequestX", target: api, manager: true},
+		{typeName: "actor.WatchX", target: events, manager: true},
+		{typeName: "", target: api, manager: true},
+		{typeName: wire(&messages.ClusterInfoRequest{}), target: "manager/api/x", manager: true},
+		{typeName: wire(&actor.DeadLetterResponse{}), target: "futurex", manager: true},
+		{typeName: wire(&messages.ClusterInfoRequest{}), target: "", manager: true},
 	}
 	roles := []struct {
 		role string
@@ -91,9 +105,9 @@ func TestAllowed(t *testing.T) {
 	}
 	for _, role := range roles {
 		for _, r := range rows {
-			t.Run(fmt.Sprintf("%s/%s", role.role, r.typeName), func(t *testing.T) {
-				if got, want := Allowed(role.role, r.typeName), role.want(r); got != want {
-					t.Fatalf("Allowed(%q, %q) = %v, want %v", role.role, r.typeName, got, want)
+			t.Run(fmt.Sprintf("%s/%s/%s", role.role, r.target, r.typeName), func(t *testing.T) {
+				if got, want := Allowed(role.role, r.target, r.typeName), role.want(r); got != want {
+					t.Fatalf("Allowed(%q, %q, %q) = %v, want %v", role.role, r.target, r.typeName, got, want)
 				}
 			})
 		}
@@ -118,7 +132,7 @@ func (e *echo) Receive(ctx actor.Context) {
 	}
 }
 
-func spawnEcho(t *testing.T, sys *actor.ActorSystem, name string) (*actor.PID, *atomic.Bool) {
+func spawnEcho(t testing.TB, sys *actor.ActorSystem, name string) (*actor.PID, *atomic.Bool) {
 	t.Helper()
 	stopped := &atomic.Bool{}
 	pid, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &echo{stopped: stopped} }), name)
@@ -137,7 +151,7 @@ func quiet(*actor.ActorSystem) *slog.Logger { return slog.New(slog.NewTextHandle
 
 // start runs an actor system with remoting on a free loopback port, as the
 // identity id trusting caPEM.
-func start(t *testing.T, caPEM []byte, id *pki.Identity) *endpoint {
+func start(t testing.TB, caPEM []byte, id *pki.Identity) *endpoint {
 	t.Helper()
 	cfg, err := pki.TLSConfig(caPEM, id)
 	if err != nil {
@@ -199,7 +213,7 @@ type pkiSet struct {
 	server, manager, admin, worker, foreign, root *pki.Identity
 }
 
-func newPKI(t *testing.T) *pkiSet {
+func newPKI(t testing.TB) *pkiSet {
 	t.Helper()
 	ca, err := pki.NewCA("c1")
 	if err != nil {
@@ -412,15 +426,4 @@ func TestRemotingMutualTLS(t *testing.T) {
 			})
 		}
 	})
-}
-
-func TestAdminTarget(t *testing.T) {
-	for id, want := range map[string]bool{
-		"manager/api": true, "events": true,
-		"manager/store": false, "agent": false, "agent/tasks/abc": false, "manager/leader/scheduler": false, "": false,
-	} {
-		if got := AdminTarget(id); got != want {
-			t.Errorf("AdminTarget(%q) = %v, want %v", id, got, want)
-		}
-	}
 }
