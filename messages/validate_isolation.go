@@ -131,3 +131,18 @@ func validateIsolation(s *ServiceSpec) []string {
 	}
 	return errs
 }
+
+// CanonicalCapabilities is NormalizeCapabilities for a consumer that checks
+// the names again (the runtime): a name that is no capability is kept as
+// given, so it is refused there instead of silently dropped. A validated
+// spec has none.
+func CanonicalCapabilities(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if c, err := NormalizeCapability(n); err == nil {
+			n = c
+		}
+		out = append(out, n)
+	}
+	return out
+}

@@ -95,6 +95,11 @@ func NewContainerd(ctx context.Context, socket, namespace string, log *zap.Logge
 		zap.String("socket", socket),
 		zap.String("namespace", namespace),
 		zap.String("version", v.Version))
+	if ok, why := hostAppArmor(); ok {
+		log.Info("tasks get the default AppArmor profile", zap.String("profile", AppArmorProfile))
+	} else {
+		log.Debug("tasks run without an AppArmor profile", zap.String("reason", why))
+	}
 	return &Containerd{client: client, namespace: namespace, log: log, fifoDir: filepath.Join(filepath.Dir(socket), "fifo")}, nil
 }
 

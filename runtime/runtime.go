@@ -113,6 +113,9 @@ type ContainerSpec struct {
 	Mounts []Mount
 	// ResolvConfPath, if set, is bind-mounted read-only at /etc/resolv.conf.
 	ResolvConfPath string
+	// Isolation adjusts capabilities, pids limit and seccomp; the zero
+	// value is Docker's default confinement (see spec_isolation.go).
+	Isolation Isolation
 }
 
 // Mount is a bind or tmpfs mount into a container.
@@ -213,6 +216,9 @@ func (s ContainerSpec) validate() (ContainerSpec, error) {
 		if !path.IsAbs(s.CgroupParent) || path.Clean(s.CgroupParent) != s.CgroupParent || strings.Contains(s.CgroupParent, ":") {
 			return bad("cgroup parent %q must be a clean absolute cgroupfs path like /warren-node1", s.CgroupParent)
 		}
+	}
+	if err := s.Isolation.validate(); err != nil {
+		return bad("%v", err)
 	}
 	if len(s.Hostname) > 64 {
 		return bad("hostname %q is longer than 64 characters", s.Hostname)

@@ -57,6 +57,8 @@ func (r *Containerd) specOpts(ctx context.Context, spec ContainerSpec, img conta
 			Path: spec.NetNSPath,
 		}))
 	}
+	appArmor, _ := hostAppArmor()
+	opts = append(opts, isolationOpts(spec.Isolation, appArmor)...)
 	opts = append(opts, oci.WithCgroup(r.cgroupPath(spec)))
 	if mounts := ociMounts(spec); len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))

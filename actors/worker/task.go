@@ -259,6 +259,10 @@ func (a *taskActor) containerSpec(netns string) runtime.ContainerSpec {
 		LogPath:          a.logPath(),
 		CgroupParent:     a.cfg.CgroupParent,
 		ResolvConfPath:   existing(a.cfg.ResolvConf),
+		Isolation: runtime.Isolation{
+			CapAdd: messages.CanonicalCapabilities(s.GetCapAdd()), CapDrop: messages.CanonicalCapabilities(s.GetCapDrop()),
+			PidsLimit: s.GetPidsLimit(), SeccompUnconfined: s.GetSeccomp() == messages.SeccompUnconfined,
+		},
 	}
 }
 

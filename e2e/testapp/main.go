@@ -11,6 +11,9 @@
 //	POST /healthz/fail   become unhealthy
 //	POST /healthz/ok     become healthy again
 //	POST /exit?code=N    reply, then exit with code N (crash tests)
+//
+// With -isolation it prints what confines it, and with -threads N it holds
+// N OS threads, instead of serving (runtime isolation tests).
 package main
 
 import (
@@ -52,7 +55,17 @@ func main() {
 	idleURL := flag.String("idle", "", "GET this URL, keep the connection idle for -for, GET again on it, and print the result as JSON (exit 1 unless the connection survived)")
 	srvName := flag.String("srv", "", "look up SRV records of this name and print TARGET PORT, one per line")
 	resolve := flag.String("resolve", "", "resolve this name with the container's resolver and print the addresses, one per line")
+	isolation := flag.Bool("isolation", false, "print the confinement the process runs under as JSON (seccomp mode, effective capabilities, whether keyctl is allowed) and exit")
+	threads := flag.Int("threads", 0, "hold this many OS threads at once, print how many and exit 0; the Go runtime exits 2 when the kernel refuses a thread (pids limit tests)")
 	flag.Parse()
+	if *isolation {
+		json.NewEncoder(os.Stdout).Encode(probeIsolation())
+		os.Exit(0)
+	}
+	if *threads > 0 {
+		holdThreads(*threads)
+		os.Exit(0)
+	}
 	if *probeURL != "" {
 		os.Exit(probe(*probeURL))
 	}
