@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -113,24 +114,55 @@ func postroutingRules(subnet netip.Prefix, bridge string) []*nftables.Rule {
 	return []*nftables.Rule{{Exprs: exprs, UserData: comment("warren: masquerade tasks leaving the node")}}
 }
 
-// forwardRules accept traffic to and from the bridge. They do not undo a
-// drop in another table (in nftables a drop in any base chain is final, an
-// accept only ends this chain), so on hosts with a forward policy of drop
-// elsewhere, the admin still has to allow the bridge there; what these
-// rules guarantee is that Warren's own table never blocks task traffic.
+// forwardRules decide what the node forwards to its tasks. Accepted:
+//
+//   - replies and related packets of connections already accepted
+//     (ct state established,related);
+//   - connections DNATed to a task: published ports and VIPs (ct status
+//     dnat), whatever interface they came in by;
+//   - anything tasks send (iifname bridge): to each other (bridged frames
+//     pass this hook with the bridge as both interfaces when bridge
+//     netfilter is on), to other nodes' tasks, to the outside;
+//   - the mesh into the bridge: other nodes' tasks, and their routing mesh
+//     towards a task here. WireGuard admits from a peer only sources in
+//     that peer's task subnet.
+//
+// Any other new connection to a task, or into the mesh, is dropped: an L2
+// neighbour on the host's network that routes the task subnet via this
+// node would otherwise reach every task port, published or not. The chain
+// policy stays accept, so forwarding that has nothing to do with Warren's
+// bridge and mesh is left to the host's own rules.
+//
+// The accepts do not undo a drop in another table (in nftables a drop in
+// any base chain is final, an accept only ends this chain), so on hosts
+// with a forward policy of drop elsewhere, the admin still has to allow the
+// bridge there.
 func forwardRules(bridge string) []*nftables.Rule {
-	var out []*nftables.Rule
-	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
-		out = append(out, &nftables.Rule{
-			Exprs: []expr.Any{
-				&expr.Meta{Key: key, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			},
-			UserData: comment("warren: task traffic"),
-		})
+	meta := func(key expr.MetaKey, op expr.CmpOp, name string) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: key, Register: 1},
+			&expr.Cmp{Op: op, Register: 1, Data: ifname(name)},
+		}
 	}
-	return out
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	drop := &expr.Verdict{Kind: expr.VerdictDrop}
+	established := []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		accept,
+	}
+	return []*nftables.Rule{
+		{Exprs: established, UserData: comment("warren: replies")},
+		{Exprs: append(matchCtDNAT(), accept), UserData: comment("warren: published ports and VIPs")},
+		{Exprs: append(meta(expr.MetaKeyIIFNAME, expr.CmpOpEq, bridge), accept), UserData: comment("warren: from tasks")},
+		{Exprs: append(append(meta(expr.MetaKeyIIFNAME, expr.CmpOpEq, DefaultMeshInterface), meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, bridge)...), accept),
+			UserData: comment("warren: from other nodes' tasks")},
+		{Exprs: append(meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, bridge), drop), UserData: comment("warren: nothing else to tasks")},
+		{Exprs: append(meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, DefaultMeshInterface), drop), UserData: comment("warren: nothing else into the mesh")},
+	}
 }
 
 // matchIPv4Saddr is `ip saddr <p>` in an inet table: the nfproto check

@@ -224,8 +224,8 @@ func TestNewCreatesBridgeAndTable(t *testing.T) {
 				if fwd.Type != nftables.ChainTypeFilter || *fwd.Hooknum != *nftables.ChainHookForward {
 					t.Errorf("forward chain = %+v, want type filter hook forward", fwd)
 				}
-				if len(rules[chainPostrouting]) != 1 || len(rules[chainForward]) != 2 {
-					t.Fatalf("rules: %d in postrouting, %d in forward; want 1 and 2", len(rules[chainPostrouting]), len(rules[chainForward]))
+				if len(rules[chainPostrouting]) != 1 || len(rules[chainForward]) != 6 {
+					t.Fatalf("rules: %d in postrouting, %d in forward; want 1 and 6", len(rules[chainPostrouting]), len(rules[chainForward]))
 				}
 				pr := rules[chainPostrouting][0].Exprs
 				if _, ok := pr[len(pr)-1].(*expr.Masq); !ok {
@@ -240,7 +240,7 @@ func TestNewCreatesBridgeAndTable(t *testing.T) {
 					"type filter hook forward priority filter; policy accept;",
 					tc.nftRule,
 					`iifname "warren0" accept`,
-					`oifname "warren0" accept`,
+					`oifname "warren0" drop`,
 				} {
 					if !strings.Contains(string(out), want) {
 						t.Errorf("nft list table inet warren lacks %q:\n%s", want, out)
