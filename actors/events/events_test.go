@@ -1,8 +1,11 @@
 package events
 
 import (
-	"fmt"
 	"io"
+	"strings"
+
+	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -406,4 +409,48 @@ func TestHub(t *testing.T) {
 	if seq := h.ping(); seq != 11 {
 		t.Fatalf("last seq = %d, want 11", seq)
 	}
+}
+
+// TestHubBoundsDisk: big events (4 MiB each, as a hostile peer sent them
+// on b7bdeb6) are cut to MaxEventBytes, and the history on disk stays
+// within HistoryBytes however many arrive.
+func TestHubBoundsDisk(t *testing.T) {
+	h := newHubTest(t)
+	h.start()
+	big := strings.Repeat("x", 4<<20)
+	for i := 0; i < 10; i++ {
+		h.system.Root.Send(h.hub, &messages.Event{Type: "forged", Message: big, Attrs: map[string]string{"a": big}})
+	}
+	// Then many small ones past the byte cap, not the count cap.
+	for i := 0; i < 3000; i++ {
+		h.system.Root.Send(h.hub, &messages.Event{Type: "filler", Message: strings.Repeat("y", 7<<10)})
+	}
+	h.ping()
+	h.stop()
+	db, err := bolt.Open(h.path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, bytes, largest int
+	_ = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+			n++
+			bytes += len(v)
+			largest = max(largest, len(v))
+			return nil
+		})
+	})
+	db.Close()
+	if largest > MaxEventBytes {
+		t.Fatalf("an event of %d bytes was stored (limit %d)", largest, MaxEventBytes)
+	}
+	if bytes > HistoryBytes {
+		t.Fatalf("history holds %d bytes (limit %d)", bytes, HistoryBytes)
+	}
+	if n == 0 || n >= 3010 {
+		t.Fatalf("history holds %d events: the oldest should have gone by bytes", n)
+	}
+	// The count and size a restarted hub starts from are the disk's.
+	h.start()
+	h.stop()
 }

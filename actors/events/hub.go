@@ -14,8 +14,35 @@ import (
 	"github.com/warrenorch/warren/messages"
 )
 
-// HistoryLimit is how many events the hub keeps on disk.
-const HistoryLimit = 10000
+// The hub keeps at most HistoryLimit events and HistoryBytes of them on
+// disk, dropping the oldest first; one event is cut to MaxEventBytes.
+const (
+	HistoryLimit  = 10000
+	HistoryBytes  = 16 << 20
+	MaxEventBytes = 8 << 10
+)
+
+// bound cuts an event to MaxEventBytes: its message first, then its
+// attributes' values, then its attributes.
+func bound(ev *messages.Event) {
+	if proto.Size(ev) <= MaxEventBytes {
+		return
+	}
+	trim := func(s string, n int) string {
+		if len(s) > n {
+			return s[:n] + "…"
+		}
+		return s
+	}
+	ev.Message = trim(ev.Message, 2<<10)
+	ev.Type, ev.Subject, ev.Actor, ev.Node = trim(ev.Type, 256), trim(ev.Subject, 256), trim(ev.Actor, 256), trim(ev.Node, 256)
+	for k, v := range ev.Attrs {
+		ev.Attrs[k] = trim(v, 256)
+	}
+	if proto.Size(ev) > MaxEventBytes {
+		ev.Attrs = map[string]string{"truncated": "true"}
+	}
+}
 
 var bucket = []byte("events")
 
@@ -24,13 +51,15 @@ var bucket = []byte("events")
 // them to its subscribers. A subscriber that goes away (its remote endpoint
 // closes) is watched and dropped.
 type Hub struct {
-	node  string
-	path  string
-	log   *zap.Logger
-	db    *bolt.DB
-	seq   uint64
-	subs  map[string]*sub
-	esSub *eventstream.Subscription
+	node string
+	path string
+	log  *zap.Logger
+	db   *bolt.DB
+	seq  uint64
+	// count and bytes are what the history holds on disk now.
+	count, bytes int
+	subs         map[string]*sub
+	esSub        *eventstream.Subscription
 }
 
 type sub struct {
@@ -98,7 +127,12 @@ func (h *Hub) start(ctx actor.Context) {
 		if k, _ := b.Cursor().Last(); k != nil {
 			h.seq = binary.BigEndian.Uint64(k)
 		}
-		return nil
+		h.count, h.bytes = 0, 0
+		return b.ForEach(func(_, v []byte) error {
+			h.count++
+			h.bytes += len(v)
+			return nil
+		})
 	})
 	self := ctx.Self()
 	root := ctx.ActorSystem().Root
@@ -121,6 +155,7 @@ func (h *Hub) start(ctx actor.Context) {
 }
 
 func (h *Hub) record(ctx actor.Context, ev *messages.Event) {
+	bound(ev)
 	h.seq++
 	ev.Seq = h.seq
 	if ev.Node == "" {
@@ -135,9 +170,21 @@ func (h *Hub) record(ctx actor.Context, ev *messages.Event) {
 			if err := b.Put(k[:], data); err != nil {
 				return err
 			}
-			if ev.Seq > HistoryLimit {
-				binary.BigEndian.PutUint64(k[:], ev.Seq-HistoryLimit)
-				return b.Delete(k[:])
+			h.bytes += len(data)
+			h.count++
+			// Oldest first out, by count and by bytes: what bounds the disk
+			// is the bytes.
+			var old [][]byte
+			c := b.Cursor()
+			for k, v := c.First(); k != nil && (h.count > HistoryLimit || h.bytes > HistoryBytes); k, v = c.Next() {
+				h.bytes -= len(v)
+				h.count--
+				old = append(old, append([]byte(nil), k...))
+			}
+			for _, k := range old {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
