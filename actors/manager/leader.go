@@ -91,16 +91,42 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		if len(a.drains) > 0 {
 			a.checkDrains(ctx)
 		}
+	case *messages.PromoteNodeRequest:
+		a.promote(ctx, m)
+	case *messages.DemoteNodeRequest:
+		a.demote(ctx, m)
+	case *messages.DebugCrash:
+		panic("debug crash requested for " + ctx.Self().Id)
+	case *messages.CommandResult:
+		if m.Error != nil {
+			a.cfg.Log.Warn("leader write", zap.String("error", m.Error.Message))
+		}
+	case *messages.RegisterNode, *messages.Heartbeat, *messages.TaskStatusReport, *messages.NetworkProgrammed, *messages.DrainTask:
+		// The api checked this already; the leader checks again, so that no
+		// path to it (a forward, a new route) can skip the check.
+		if err := nodeMayReport(ctx); err != nil {
+			a.cfg.Log.Warn("leader refused a node message", zap.Error(err))
+			if _, ok := m.(*messages.RegisterNode); ok {
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "%v", err)})
+			}
+			return
+		}
+		a.nodeMessage(ctx, m)
+	}
+	_ = st
+}
+
+// nodeMessage handles what a node says about itself, once its identity is
+// checked.
+func (a *leaderActor) nodeMessage(ctx actor.Context, msg any) {
+	st := a.cfg.Store.State
+	switch m := msg.(type) {
 	case *messages.DrainTask:
 		a.drainTask(ctx, m)
 	case *messages.NetworkProgrammed:
 		a.programmed(ctx, m.NodeId, m.Index)
 	case *messages.RegisterNode:
 		a.register(ctx, m)
-	case *messages.PromoteNodeRequest:
-		a.promote(ctx, m)
-	case *messages.DemoteNodeRequest:
-		a.demote(ctx, m)
 	case *messages.Heartbeat:
 		if st.Removed(m.NodeId) {
 			ctx.Respond(removedReply(m.NodeId))
@@ -114,14 +140,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		if pid, ok := a.nodes[m.NodeId]; ok {
 			ctx.Forward(pid)
 		}
-	case *messages.DebugCrash:
-		panic("debug crash requested for " + ctx.Self().Id)
-	case *messages.CommandResult:
-		if m.Error != nil {
-			a.cfg.Log.Warn("leader write", zap.String("error", m.Error.Message))
-		}
 	}
-	_ = st
 }
 
 // sync spawns and stops children to match the state.
@@ -243,13 +262,20 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 		return
 	}
 	now := time.Now().UnixNano()
+	// A known node's role is what the state says: it changes only through
+	// an admin's promote or demote, never through what a node claims. A new
+	// node's role is the one its join gave it (the api checked the claim
+	// against its certificate).
 	n := st.Node(m.NodeId)
 	if n == nil {
 		n = &messages.Node{Id: m.NodeId, Spec: &messages.NodeSpec{Role: m.Role}}
 	}
+	if n.Spec == nil {
+		n.Spec = &messages.NodeSpec{}
+	}
 	n.Description = proto.Clone(m.Description).(*messages.NodeDescription)
 	n.Status = &messages.NodeStatus{State: messages.NodeState_NODE_STATE_READY, LastHeartbeatUnixNano: now, Message: "registered"}
-	if m.Role == messages.NodeRole_NODE_ROLE_MANAGER && !a.isVoter(m.NodeId) {
+	if n.Spec.Role == messages.NodeRole_NODE_ROLE_MANAGER && m.Role == messages.NodeRole_NODE_ROLE_MANAGER && !a.isVoter(m.NodeId) {
 		// A joined manager becomes a raft voter before it is recorded; the
 		// change runs off the mailbox (it waits for the new voter to be
 		// reachable) and the agent's retry comes back here if it failed.

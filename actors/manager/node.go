@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/actors/events"
+	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store"
 )
@@ -94,10 +95,17 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		a.lastBeat = time.Now()
 		// A node reports only for tasks assigned to it.
 		var mine []*messages.TaskStatusUpdate
+		n := a.cfg.Store.State.Node(a.id)
 		for _, u := range m.Updates {
-			if t := a.cfg.Store.State.Task(u.TaskId); t != nil && t.NodeId == a.id {
-				mine = append(mine, u)
+			t := a.cfg.Store.State.Task(u.TaskId)
+			if t == nil || t.NodeId != a.id {
+				continue
 			}
+			if err := checkStatus(n, u.Status); err != nil {
+				a.cfg.Log.Warn("refused a task status from its node", zap.String("node", a.id), zap.String("task", u.TaskId), zap.Error(err))
+				continue
+			}
+			mine = append(mine, u)
 		}
 		if len(mine) > 0 {
 			ctx.Request(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpdateTaskStatuses{UpdateTaskStatuses: &messages.UpdateTaskStatuses{Updates: mine}}}})
@@ -130,6 +138,13 @@ func (a *nodeActor) push(ctx actor.Context, always bool) {
 	}
 	sig := pushSig(as)
 	if !always && bytes.Equal(sig, a.pushed) {
+		return
+	}
+	// gRPC drops a frame over the limit without a word to the sender: say
+	// so here, where someone can act on it, instead.
+	if size := proto.Size(as); size > remoting.MaxMessageBytes-64<<10 {
+		a.cfg.Log.Error("assignment set too large to send: the node keeps its last one", zap.String("node", a.id),
+			zap.Int("bytes", size), zap.Int("limit", remoting.MaxMessageBytes), zap.Int("tasks", len(as.Tasks)), zap.Int("services", len(as.Services)))
 		return
 	}
 	a.pushed, a.sent = sig, as.Index
@@ -189,7 +204,9 @@ func ServiceNetworks(st *store.State) []*messages.ServiceNetwork {
 	for _, v := range st.Services() {
 		sn := &messages.ServiceNetwork{Name: v.Spec.GetName(), Vip: v.Vip, Ports: v.Spec.GetPorts()}
 		for _, t := range st.Tasks(store.TaskFilter{ServiceID: v.Id}) {
-			if Healthy(t) {
+			// An address outside its node's subnet never becomes a backend,
+			// whatever the state holds (checkStatus keeps new ones out).
+			if Healthy(t) && TaskAddrOK(st.Node(t.NodeId).GetSubnet(), t.Status.Ip) == nil {
 				sn.Endpoints = append(sn.Endpoints, &messages.NetEndpoint{Ip: t.Status.Ip, Weight: 1})
 			}
 		}
