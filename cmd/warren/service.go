@@ -52,6 +52,10 @@ func serviceCommand() *cli.Command {
 					&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take (default 5s)"},
 					&cli.UintFlag{Name: "health-retries", Usage: "failures in a row that make a task unhealthy (default 3)"},
 					&cli.DurationFlag{Name: "health-start-period", Usage: "failures in this time after start do not count"},
+					&cli.StringSliceFlag{Name: "cap-add", Usage: "add a Linux capability to Docker's default set, e.g. NET_ADMIN (repeatable; applied after --cap-drop)"},
+					&cli.StringSliceFlag{Name: "cap-drop", Usage: "drop a capability from the default set, or ALL (repeatable)"},
+					&cli.Int64Flag{Name: "pids-limit", Usage: fmt.Sprintf("most processes and threads a task may hold (0: the default, %d; -1: unlimited)", messages.DefaultPidsLimit)},
+					&cli.StringFlag{Name: "seccomp", Usage: "seccomp profile: default (Docker's) or unconfined (none; only for tasks that need a blocked syscall)"},
 					waitFlag(), waitTimeoutFlag(),
 					outputFlag(),
 				},
@@ -234,6 +238,13 @@ func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
 		s.HealthCheck.Retries = uint32(c.Uint("health-retries"))
 		s.HealthCheck.StartPeriodMs = c.Duration("health-start-period").Milliseconds()
 	}
+	if s.CapAdd, err = messages.NormalizeCapabilities(c.StringSlice("cap-add")); err != nil {
+		return nil, fmt.Errorf("invalid --cap-add: %w", err)
+	}
+	if s.CapDrop, err = messages.NormalizeCapabilities(c.StringSlice("cap-drop")); err != nil {
+		return nil, fmt.Errorf("invalid --cap-drop: %w", err)
+	}
+	s.PidsLimit, s.Seccomp = c.Int64("pids-limit"), c.String("seccomp")
 	// Checked here too, so a bad spec fails before any connection is made.
 	if err := messages.ValidateServiceSpec(s); err != nil {
 		return nil, err
