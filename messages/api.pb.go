@@ -1389,9 +1389,12 @@ func (x *PullImageReply) GetImage() string {
 
 // Show (or rotate, then show) the join token for a role.
 type JoinTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          NodeRole               `protobuf:"varint,1,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
-	Rotate        bool                   `protobuf:"varint,2,opt,name=rotate,proto3" json:"rotate,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Role   NodeRole               `protobuf:"varint,1,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	Rotate bool                   `protobuf:"varint,2,opt,name=rotate,proto3" json:"rotate,omitempty"`
+	// >0: the token stops working this many seconds from now. An expired
+	// token is always replaced when asked for.
+	TtlSeconds    int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1440,13 +1443,21 @@ func (x *JoinTokenRequest) GetRotate() bool {
 	return false
 }
 
+func (x *JoinTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
 type JoinTokenReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
-	JoinAddrs     []string               `protobuf:"bytes,3,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"` // manager join endpoints host:port
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Error           *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Token           string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	JoinAddrs       []string               `protobuf:"bytes,3,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"`                      // manager join endpoints host:port
+	ExpiresUnixNano int64                  `protobuf:"varint,4,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"` // 0: the token does not expire
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JoinTokenReply) Reset() {
@@ -1498,6 +1509,13 @@ func (x *JoinTokenReply) GetJoinAddrs() []string {
 		return x.JoinAddrs
 	}
 	return nil
+}
+
+func (x *JoinTokenReply) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
 }
 
 // Node management.
@@ -1809,15 +1827,18 @@ const file_api_proto_rawDesc = "" +
 	"plain_http\x18\x02 \x01(\bR\tplainHttp\"N\n" +
 	"\x0ePullImageReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x14\n" +
-	"\x05image\x18\x02 \x01(\tR\x05image\"S\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\"t\n" +
 	"\x10JoinTokenRequest\x12'\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x16\n" +
-	"\x06rotate\x18\x02 \x01(\bR\x06rotate\"m\n" +
+	"\x06rotate\x18\x02 \x01(\bR\x06rotate\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"\x99\x01\n" +
 	"\x0eJoinTokenReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
-	"join_addrs\x18\x03 \x03(\tR\tjoinAddrs\"\xb4\x02\n" +
+	"join_addrs\x18\x03 \x03(\tR\tjoinAddrs\x12*\n" +
+	"\x11expires_unix_nano\x18\x04 \x01(\x03R\x0fexpiresUnixNano\"\xb4\x02\n" +
 	"\x11UpdateNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12?\n" +
 	"\favailability\x18\x02 \x01(\x0e2\x1b.warren.v1.NodeAvailabilityR\favailability\x12)\n" +

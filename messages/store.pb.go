@@ -889,10 +889,14 @@ type ClusterInfo struct {
 	CreatedUnixNano int64                  `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	CaFingerprint   string                 `protobuf:"bytes,4,opt,name=ca_fingerprint,json=caFingerprint,proto3" json:"ca_fingerprint,omitempty"`
 	// Join token secrets; never returned by the read API.
-	WorkerToken   string `protobuf:"bytes,5,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
-	ManagerToken  string `protobuf:"bytes,6,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WorkerToken  string `protobuf:"bytes,5,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
+	ManagerToken string `protobuf:"bytes,6,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
+	// When each token stops working (wall clock, unix ns; 0: never). Set by
+	// `cluster join-token --ttl`, checked by every manager's join endpoint.
+	WorkerTokenExpiresUnixNano  int64 `protobuf:"varint,7,opt,name=worker_token_expires_unix_nano,json=workerTokenExpiresUnixNano,proto3" json:"worker_token_expires_unix_nano,omitempty"`
+	ManagerTokenExpiresUnixNano int64 `protobuf:"varint,8,opt,name=manager_token_expires_unix_nano,json=managerTokenExpiresUnixNano,proto3" json:"manager_token_expires_unix_nano,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *ClusterInfo) Reset() {
@@ -965,6 +969,20 @@ func (x *ClusterInfo) GetManagerToken() string {
 		return x.ManagerToken
 	}
 	return ""
+}
+
+func (x *ClusterInfo) GetWorkerTokenExpiresUnixNano() int64 {
+	if x != nil {
+		return x.WorkerTokenExpiresUnixNano
+	}
+	return 0
+}
+
+func (x *ClusterInfo) GetManagerTokenExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ManagerTokenExpiresUnixNano
+	}
+	return 0
 }
 
 type Error struct {
@@ -1384,7 +1402,7 @@ const file_store_proto_rawDesc = "" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12-\n" +
-	"\x06status\x18\x03 \x01(\v2\x15.warren.v1.TaskStatusR\x06status\"\xdb\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x15.warren.v1.TaskStatusR\x06status\"\xe5\x02\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x12\n" +
@@ -1392,7 +1410,9 @@ const file_store_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12%\n" +
 	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\x12!\n" +
 	"\fworker_token\x18\x05 \x01(\tR\vworkerToken\x12#\n" +
-	"\rmanager_token\x18\x06 \x01(\tR\fmanagerToken\"K\n" +
+	"\rmanager_token\x18\x06 \x01(\tR\fmanagerToken\x12B\n" +
+	"\x1eworker_token_expires_unix_nano\x18\a \x01(\x03R\x1aworkerTokenExpiresUnixNano\x12D\n" +
+	"\x1fmanager_token_expires_unix_nano\x18\b \x01(\x03R\x1bmanagerTokenExpiresUnixNano\"K\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.warren.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"_\n" +

@@ -957,13 +957,17 @@ func (x *PlaceTasks) GetTasks() []*Task {
 // joining node has a certificate: it pins the cluster CA by the fingerprint
 // in the token and sends a certificate request.
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"` // wire format version, 1
-	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
-	CsrPem        []byte                 `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
-	Hostname      string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Advertise     string                 `protobuf:"bytes,5,opt,name=advertise,proto3" json:"advertise,omitempty"`         // the joining node's IP
-	NodeId        string                 `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // set when a known node re-joins
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"` // wire format version, 1
+	Token     string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	CsrPem    []byte                 `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	Hostname  string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Advertise string                 `protobuf:"bytes,5,opt,name=advertise,proto3" json:"advertise,omitempty"`         // the joining node's IP
+	NodeId    string                 `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // set when a known node re-joins
+	// A manager-token join: the request for the joining manager's own
+	// intermediate CA (its key stays on the joining node); it signs the
+	// certificates it issues with it.
+	SignerCsrPem  []byte `protobuf:"bytes,7,opt,name=signer_csr_pem,json=signerCsrPem,proto3" json:"signer_csr_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1040,18 +1044,31 @@ func (x *JoinRequest) GetNodeId() string {
 	return ""
 }
 
+func (x *JoinRequest) GetSignerCsrPem() []byte {
+	if x != nil {
+		return x.SignerCsrPem
+	}
+	return nil
+}
+
 type JoinResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	ClusterId     string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	NodeId        string                 `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Role          NodeRole               `protobuf:"varint,5,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
-	CertPem       []byte                 `protobuf:"bytes,6,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
-	CaKeyPem      []byte                 `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`   // managers only: they sign joins too
-	Managers      []string               `protobuf:"bytes,9,rep,name=managers,proto3" json:"managers,omitempty"`                     // actor addresses of the managers
-	JoinAddrs     []string               `protobuf:"bytes,10,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"` // join endpoints of the managers
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Error     *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	ClusterId string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId    string                 `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Role      NodeRole               `protobuf:"varint,5,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	CertPem   []byte                 `protobuf:"bytes,6,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"` // the node certificate, then the intermediates up to the root
+	CaPem     []byte                 `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`       // the cluster root CA certificate
+	// Unused since the root CA key stopped crossing the network; never set.
+	//
+	// Deprecated: Marked as deprecated in worker.proto.
+	CaKeyPem  []byte   `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	Managers  []string `protobuf:"bytes,9,rep,name=managers,proto3" json:"managers,omitempty"`                     // actor addresses of the managers
+	JoinAddrs []string `protobuf:"bytes,10,rep,name=join_addrs,json=joinAddrs,proto3" json:"join_addrs,omitempty"` // join endpoints of the managers
+	// Managers only: the joining manager's intermediate CA certificate, then
+	// the intermediates between it and the root.
+	SignerCertPem []byte `protobuf:"bytes,11,opt,name=signer_cert_pem,json=signerCertPem,proto3" json:"signer_cert_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1135,6 +1152,7 @@ func (x *JoinResponse) GetCaPem() []byte {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in worker.proto.
 func (x *JoinResponse) GetCaKeyPem() []byte {
 	if x != nil {
 		return x.CaKeyPem
@@ -1156,11 +1174,21 @@ func (x *JoinResponse) GetJoinAddrs() []string {
 	return nil
 }
 
+func (x *JoinResponse) GetSignerCertPem() []byte {
+	if x != nil {
+		return x.SignerCertPem
+	}
+	return nil
+}
+
 // A node whose role changed asks for a certificate of its new role.
 type CertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	CsrPem        []byte                 `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	CsrPem []byte                 `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// A promoted manager: the request for its own intermediate CA, whose key
+	// it generated and keeps.
+	SignerCsrPem  []byte `protobuf:"bytes,3,opt,name=signer_csr_pem,json=signerCsrPem,proto3" json:"signer_csr_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1209,13 +1237,26 @@ func (x *CertificateRequest) GetCsrPem() []byte {
 	return nil
 }
 
+func (x *CertificateRequest) GetSignerCsrPem() []byte {
+	if x != nil {
+		return x.SignerCsrPem
+	}
+	return nil
+}
+
 type CertificateReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	Role          NodeRole               `protobuf:"varint,2,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
-	CertPem       []byte                 `protobuf:"bytes,3,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
-	CaKeyPem      []byte                 `protobuf:"bytes,5,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"` // managers only
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Error   *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Role    NodeRole               `protobuf:"varint,2,opt,name=role,proto3,enum=warren.v1.NodeRole" json:"role,omitempty"`
+	CertPem []byte                 `protobuf:"bytes,3,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"` // the node certificate, then the intermediates up to the root
+	CaPem   []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`       // the cluster root CA certificate
+	// Unused since the root CA key stopped crossing the network; never set.
+	//
+	// Deprecated: Marked as deprecated in worker.proto.
+	CaKeyPem []byte `protobuf:"bytes,5,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	// Managers only: the intermediate CA certificate for signer_csr_pem,
+	// then the intermediates between it and the root.
+	SignerCertPem []byte `protobuf:"bytes,6,opt,name=signer_cert_pem,json=signerCertPem,proto3" json:"signer_cert_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1278,9 +1319,17 @@ func (x *CertificateReply) GetCaPem() []byte {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in worker.proto.
 func (x *CertificateReply) GetCaKeyPem() []byte {
 	if x != nil {
 		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *CertificateReply) GetSignerCertPem() []byte {
+	if x != nil {
+		return x.SignerCertPem
 	}
 	return nil
 }
@@ -1349,14 +1398,15 @@ const file_worker_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\"3\n" +
 	"\n" +
 	"PlaceTasks\x12%\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\"\xa9\x01\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\"\xcf\x01\n" +
 	"\vJoinRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12\x1a\n" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x1c\n" +
 	"\tadvertise\x18\x05 \x01(\tR\tadvertise\x12\x17\n" +
-	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"\xbc\x02\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\x12$\n" +
+	"\x0esigner_csr_pem\x18\a \x01(\fR\fsignerCsrPem\"\xe8\x02\n" +
 	"\fJoinResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12&\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x1d\n" +
@@ -1365,23 +1415,26 @@ const file_worker_proto_rawDesc = "" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12'\n" +
 	"\x04role\x18\x05 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x19\n" +
 	"\bcert_pem\x18\x06 \x01(\fR\acertPem\x12\x15\n" +
-	"\x06ca_pem\x18\a \x01(\fR\x05caPem\x12\x1c\n" +
+	"\x06ca_pem\x18\a \x01(\fR\x05caPem\x12 \n" +
 	"\n" +
-	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\x12\x1a\n" +
+	"ca_key_pem\x18\b \x01(\fB\x02\x18\x01R\bcaKeyPem\x12\x1a\n" +
 	"\bmanagers\x18\t \x03(\tR\bmanagers\x12\x1d\n" +
 	"\n" +
 	"join_addrs\x18\n" +
-	" \x03(\tR\tjoinAddrs\"F\n" +
+	" \x03(\tR\tjoinAddrs\x12&\n" +
+	"\x0fsigner_cert_pem\x18\v \x01(\fR\rsignerCertPem\"l\n" +
 	"\x12CertificateRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
-	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\"\xb3\x01\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\x12$\n" +
+	"\x0esigner_csr_pem\x18\x03 \x01(\fR\fsignerCsrPem\"\xdf\x01\n" +
 	"\x10CertificateReply\x12&\n" +
 	"\x05error\x18\x01 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12'\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x13.warren.v1.NodeRoleR\x04role\x12\x19\n" +
 	"\bcert_pem\x18\x03 \x01(\fR\acertPem\x12\x15\n" +
-	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12\x1c\n" +
+	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12 \n" +
 	"\n" +
-	"ca_key_pem\x18\x05 \x01(\fR\bcaKeyPemB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"ca_key_pem\x18\x05 \x01(\fB\x02\x18\x01R\bcaKeyPem\x12&\n" +
+	"\x0fsigner_cert_pem\x18\x06 \x01(\fR\rsignerCertPemB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once

@@ -210,13 +210,16 @@ func InitOrResume(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if nf != nil && cfg.Join != nil {
 		// The join command line also restarts a joined node: resume it,
-		// unless the token names another cluster.
-		fp, _, err := pki.ParseToken(cfg.Join.Token)
-		if err != nil {
-			return nil, err
-		}
-		if ca, err := pki.LoadCA(certDir(cfg.DataDir)); err == nil && ca.Fingerprint() != fp {
-			return nil, fmt.Errorf("data dir %s belongs to another cluster (CA %s..., the token names %s...): use another --data-dir, or remove this node's data to join anew", cfg.DataDir, ca.Fingerprint()[:12], fp[:12])
+		// unless the token names another cluster. A joined node needs no
+		// token any more (its token file may be gone).
+		if cfg.Join.Token != "" {
+			fp, _, err := pki.ParseToken(cfg.Join.Token)
+			if err != nil {
+				return nil, err
+			}
+			if root, err := pki.LoadRootCert(certDir(cfg.DataDir)); err == nil && pki.Fingerprint(root) != fp {
+				return nil, fmt.Errorf("data dir %s belongs to another cluster (CA %s..., the token names %s...): use another --data-dir, or remove this node's data to join anew", cfg.DataDir, pki.Fingerprint(root)[:12], fp[:12])
+			}
 		}
 	}
 	switch {
@@ -279,15 +282,24 @@ func (n *Node) create() (*NodeFile, error) {
 	if err := os.MkdirAll(certDir(cfg.DataDir), 0o700); err != nil {
 		return nil, fmt.Errorf("create cert dir: %w", err)
 	}
+	// The root key stays here and signs intermediates only; this
+	// manager's own intermediate signs its leaves, like every manager's.
 	if err := ca.Save(certDir(cfg.DataDir)); err != nil {
 		return nil, err
 	}
-	ips := []net.IP{ip, net.ParseIP("127.0.0.1")}
-	id, err := ca.Issue(nf.NodeID, pki.RoleManager, ips, []string{cfg.Hostname}, 5*365*24*time.Hour)
+	signer, err := ca.NewIntermediate(nf.NodeID)
 	if err != nil {
 		return nil, err
 	}
-	if err := id.Save(certDir(cfg.DataDir), "node"); err != nil {
+	if err := signer.SaveSigner(certDir(cfg.DataDir)); err != nil {
+		return nil, err
+	}
+	ips := []net.IP{ip, net.ParseIP("127.0.0.1")}
+	id, err := signer.Issue(nf.NodeID, pki.RoleManager, ips, []string{cfg.Hostname}, pki.NodeValidity)
+	if err != nil {
+		return nil, err
+	}
+	if err := id.SaveNew(certDir(cfg.DataDir), "node"); err != nil {
 		return nil, err
 	}
 	// node.json last: a crash before this leaves a dir that init redoes.
@@ -307,10 +319,12 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("data dir %s is damaged: cluster CA: %w", cfg.DataDir, err)
 	}
 	var ca *pki.CA
-	if isManager { // managers sign joins and admin certificates
-		if ca, err = pki.LoadCA(cd); err != nil {
+	if isManager { // managers sign joins and admin certificates, with their own intermediate
+		if ca, err = pki.LoadSigner(cd, nf.NodeID); err != nil {
 			return fmt.Errorf("data dir %s is damaged: %w", cfg.DataDir, err)
 		}
+	} else if err := pki.RemoveSigner(cd); err != nil { // a demotion cut short
+		return fmt.Errorf("remove a former manager's signing keys from %s: %w", cd, err)
 	}
 	id, err := pki.LoadIdentity(cd, "node")
 	if err != nil {
@@ -493,9 +507,11 @@ func capacity() *messages.Resources {
 
 // changeRole stores the certificate of the node's new role and asks the
 // runner to restart the node in it. A demoted manager drops its raft data
-// and the CA key; a promoted worker starts raft empty and is added as a
-// voter when it registers.
-func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte) {
+// and its signing keys (its intermediate, and the root key if it founded
+// the cluster); a promoted worker stores the intermediate CA it was
+// issued for the key it made (signerCertPEM, signerKeyPEM), starts raft
+// empty and is added as a voter when it registers.
+func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, signerCertPEM, signerKeyPEM []byte) {
 	// Once per run: a second call (a late assignment while this node stops)
 	// would rewrite the key pair under the restarting node.
 	if !n.roleChanging.CompareAndSwap(false, true) {
@@ -507,14 +523,21 @@ func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyP
 	nf.Role = pki.RoleWorker
 	if role == messages.NodeRole_NODE_ROLE_MANAGER {
 		nf.Role = pki.RoleManager
-		if err := pki.WriteFile(filepath.Join(cd, "ca-key.pem"), caKeyPEM); err != nil {
-			log.Error("role change", zap.Error(err))
+		// What an interrupted earlier change left goes first: the
+		// intermediate key is written as a new file.
+		s, err := pki.SignerFromPEM(caPEM, signerCertPEM, signerKeyPEM)
+		if err == nil {
+			err = pki.RemoveSigner(cd)
+		}
+		if err == nil {
+			err = s.SaveSigner(cd)
+		}
+		if err != nil {
+			log.Error("role change: signing CA", zap.Error(err))
 			return
 		}
-	} else {
-		_ = os.Remove(filepath.Join(cd, "ca-key.pem"))
 	}
-	if err := pki.WriteFile(filepath.Join(cd, "ca.pem"), caPEM); err != nil {
+	if err := pki.WriteFile(filepath.Join(cd, pki.RootCertFile), caPEM); err != nil {
 		log.Error("role change", zap.Error(err))
 		return
 	}
@@ -526,6 +549,15 @@ func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyP
 	if err := writeNodeFile(n.cfg.DataDir, &nf); err != nil {
 		log.Error("role change", zap.Error(err))
 		return
+	}
+	if nf.Role != pki.RoleManager {
+		// A node keeps no signing key it has no role for: what a worker
+		// holds, a compromised worker gives away. Removed only now, so a
+		// crash before leaves a manager that still starts (and start
+		// finishes the removal on a worker).
+		if err := pki.RemoveSigner(cd); err != nil {
+			log.Error("role change: remove signing keys", zap.Error(err))
+		}
 	}
 	log.Info("role changed; restarting the node in its new role", zap.String("role", nf.Role))
 	select {

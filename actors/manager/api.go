@@ -611,7 +611,11 @@ func (a *apiActor) dropUpload(id string) {
 	}
 }
 
-// joinToken returns (after rotating, if asked) the join token for a role.
+// joinToken returns the join token for a role, replacing it first when
+// asked to rotate or when it has expired (an expired token is dead: no
+// holder loses anything). A TTL makes the returned token stop working that
+// long from now; the expiry is in the replicated cluster info, so every
+// manager's join endpoint refuses it after that.
 func (a *apiActor) joinToken(ctx actor.Context, m *messages.JoinTokenRequest) {
 	st := a.cfg.Store.State
 	ci := st.Cluster()
@@ -619,17 +623,22 @@ func (a *apiActor) joinToken(ctx actor.Context, m *messages.JoinTokenRequest) {
 		ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "join tokens are for workers or managers")})
 		return
 	}
-	secret := &ci.WorkerToken
+	const maxTTL = 10 * 365 * 24 * 3600 // seconds; beyond it, give no --ttl
+	if m.TtlSeconds < 0 || m.TtlSeconds > maxTTL {
+		ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "--ttl must be between 1s and 10 years (omit it for a token that does not expire)")})
+		return
+	}
+	secret, expires := &ci.WorkerToken, &ci.WorkerTokenExpiresUnixNano
 	if m.Role == messages.NodeRole_NODE_ROLE_MANAGER {
-		secret = &ci.ManagerToken
+		secret, expires = &ci.ManagerToken, &ci.ManagerTokenExpiresUnixNano
 	}
 	reply := func() {
 		ci := st.Cluster()
-		s := ci.WorkerToken
+		s, exp := ci.WorkerToken, ci.WorkerTokenExpiresUnixNano
 		if m.Role == messages.NodeRole_NODE_ROLE_MANAGER {
-			s = ci.ManagerToken
+			s, exp = ci.ManagerToken, ci.ManagerTokenExpiresUnixNano
 		}
-		r := &messages.JoinTokenReply{Token: pki.Token(ci.CaFingerprint, s)}
+		r := &messages.JoinTokenReply{Token: pki.Token(ci.CaFingerprint, s), ExpiresUnixNano: exp}
 		for _, n := range st.Nodes() {
 			if n.Spec.GetRole() == messages.NodeRole_NODE_ROLE_MANAGER && n.Description.GetJoinAddr() != "" {
 				r.JoinAddrs = append(r.JoinAddrs, n.Description.GetJoinAddr())
@@ -637,15 +646,22 @@ func (a *apiActor) joinToken(ctx actor.Context, m *messages.JoinTokenRequest) {
 		}
 		ctx.Respond(r)
 	}
-	if !m.Rotate && *secret != "" {
+	now := time.Now()
+	expired := *expires != 0 && now.UnixNano() >= *expires
+	if !m.Rotate && !expired && *secret != "" && m.TtlSeconds == 0 {
 		reply()
 		return
 	}
-	*secret = pki.NewSecret()
+	if m.Rotate || expired || *secret == "" {
+		*secret, *expires = pki.NewSecret(), 0
+	}
+	if m.TtlSeconds > 0 {
+		*expires = now.Add(time.Duration(m.TtlSeconds) * time.Second).UnixNano()
+	}
 	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: &messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: ci}}}}, writeTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		if r, _ := res.(*messages.CommandResult); err != nil || r == nil || r.Error != nil {
-			ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "rotate token: %v %v", err, r.GetError().GetMessage())})
+			ctx.Respond(&messages.JoinTokenReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "change join token: %v %v", err, r.GetError().GetMessage())})
 			return
 		}
 		reply()

@@ -1,8 +1,8 @@
 package manager
 
 import (
+	"errors"
 	"net"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -13,7 +13,10 @@ import (
 
 // certificate signs a certificate for a node's current role: a node that
 // was promoted or demoted asks for one before it restarts in the new role.
-// A node may ask only for itself, and gets the role the state gives it.
+// A node may ask only for itself, and gets the role the state gives it (an
+// admin's promote or demote), never one it asks for. A manager also gets
+// its own intermediate CA, for the key it generated; no private key is
+// ever in the reply.
 func (a *apiActor) certificate(ctx actor.Context, m *messages.CertificateRequest) {
 	id := remoting.Identity(ctx)
 	if id.Role != "local" && id.Name != m.NodeId {
@@ -25,25 +28,27 @@ func (a *apiActor) certificate(ctx actor.Context, m *messages.CertificateRequest
 		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "node %s unknown here", m.NodeId)})
 		return
 	}
+	ctx.Respond(signForNode(a.cfg.CA, n, m))
+}
+
+// signForNode answers a certificate request for node n with ca.
+func signForNode(ca *pki.CA, n *messages.Node, m *messages.CertificateRequest) *messages.CertificateReply {
 	role, roleName := n.Spec.GetRole(), pki.RoleWorker
 	if role == messages.NodeRole_NODE_ROLE_MANAGER {
 		roleName = pki.RoleManager
 	}
 	var ips []net.IP
 	if host, _, err := net.SplitHostPort(n.Description.GetAddr()); err == nil {
-		ips = append(ips, net.ParseIP(host))
-	}
-	cert, err := a.cfg.CA.SignCSR(m.CsrPem, n.Id, roleName, ips, 5*365*24*time.Hour)
-	if err != nil {
-		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
-		return
-	}
-	reply := &messages.CertificateReply{Role: role, CertPem: cert, CaPem: a.cfg.CA.PEM}
-	if role == messages.NodeRole_NODE_ROLE_MANAGER {
-		if reply.CaKeyPem, err = a.cfg.CA.KeyPEM(); err != nil {
-			ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "%v", err)})
-			return
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
 		}
 	}
-	ctx.Respond(reply)
+	cert, signer, err := ca.SignNode(n.Id, roleName, ips, m.CsrPem, m.SignerCsrPem)
+	if errors.Is(err, pki.ErrPathExhausted) {
+		return &messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "%v", err)}
+	}
+	if err != nil {
+		return &messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)}
+	}
+	return &messages.CertificateReply{Role: role, CertPem: cert, CaPem: ca.PEM, SignerCertPem: signer}
 }

@@ -40,7 +40,9 @@ type AgentConfig struct {
 	// OnRoleChange is called (once) with the certificate of the node's new
 	// role after a promotion or demotion; the host restarts the node in
 	// that role. Nil: roles never change here.
-	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, caKeyPEM []byte)
+	// A manager also gets its own intermediate CA (signerCertPEM) for the
+	// key the agent made (signerKeyPEM).
+	OnRoleChange func(role messages.NodeRole, certPEM, keyPEM, caPEM, signerCertPEM, signerKeyPEM []byte)
 	// OnLeft is called once the node, removed from the cluster, has
 	// stopped and deleted all its tasks: the host removes its network and
 	// ends the process. Nil: the agent just goes idle.
@@ -189,6 +191,12 @@ func (a *agent) changeRole(ctx actor.Context, role messages.NodeRole) {
 		return
 	}
 	keyPEM, csrPEM, err := pki.NewCSR(a.cfg.NodeID)
+	var signerKeyPEM, signerCSR []byte
+	if err == nil && role == messages.NodeRole_NODE_ROLE_MANAGER {
+		// A manager signs with its own intermediate CA; its key is made
+		// here and never leaves the node.
+		signerKeyPEM, signerCSR, err = pki.NewCSR("warren-manager-ca-" + a.cfg.NodeID)
+	}
 	if err != nil {
 		a.cfg.Log.Error("role change: key", zap.Error(err))
 		return
@@ -204,7 +212,7 @@ func (a *agent) changeRole(ctx actor.Context, role messages.NodeRole) {
 			break
 		}
 	}
-	f := ctx.RequestFuture(target, &messages.CertificateRequest{NodeId: a.cfg.NodeID, CsrPem: csrPEM}, 10*time.Second)
+	f := ctx.RequestFuture(target, &messages.CertificateRequest{NodeId: a.cfg.NodeID, CsrPem: csrPEM, SignerCsrPem: signerCSR}, 10*time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.CertificateReply)
 		if err != nil || r == nil || r.Error != nil || r.Role != role {
@@ -212,7 +220,7 @@ func (a *agent) changeRole(ctx actor.Context, role messages.NodeRole) {
 			a.switching = false
 			return
 		}
-		a.cfg.OnRoleChange(r.Role, r.CertPem, keyPEM, r.CaPem, r.CaKeyPem)
+		a.cfg.OnRoleChange(r.Role, r.CertPem, keyPEM, r.CaPem, r.SignerCertPem, signerKeyPEM)
 	})
 }
 

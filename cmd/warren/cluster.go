@@ -51,7 +51,8 @@ func clusterCommand() *cli.Command {
 				Usage:     "join this machine to a cluster as a worker or manager (per the token), or resume it; runs in the foreground",
 				ArgsUsage: "MANAGER[:PORT]...",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "token", Required: true, Usage: "join token from `warren cluster join-token worker|manager`", EnvVars: []string{"WARREN_JOIN_TOKEN"}},
+					&cli.StringFlag{Name: "token-file", Usage: "file holding the join token from `warren cluster join-token worker|manager` (or set WARREN_JOIN_TOKEN); not needed to resume a joined node"},
+					&cli.StringFlag{Name: "token", Usage: "the join token on the command line: visible to every local user in ps and /proc while the node starts; prefer --token-file or WARREN_JOIN_TOKEN"},
 					&cli.StringFlag{Name: "data-dir", Value: "/var/lib/warren", Usage: "the node's state; the same command line resumes the node", EnvVars: []string{"WARREN_DATA_DIR"}},
 					&cli.StringFlag{Name: "advertise", Usage: "IP other nodes reach this node at (default: the address of the default route)"},
 					&cli.StringFlag{Name: "wg-endpoint", Usage: "IP:PORT other nodes send this node's WireGuard traffic to, when it differs from the advertise address (behind NAT: the forwarded public address); default ADVERTISE:51820"},
@@ -73,8 +74,12 @@ func clusterCommand() *cli.Command {
 				Name:      "join-token",
 				Usage:     "print the command that joins a node as a worker or manager",
 				ArgsUsage: "worker|manager",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "rotate", Usage: "replace the token first; the old one stops working"}, &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the token"}},
-				Action:    withClient(clusterJoinToken),
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "rotate", Usage: "replace the token first; the old one stops working"},
+					&cli.DurationFlag{Name: "ttl", Usage: "the token stops working this long from now (e.g. 1h); an expired token is replaced when next asked for"},
+					&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the token"},
+				},
+				Action: withClient(clusterJoinToken),
 			},
 			{
 				Name:   "info",
@@ -106,9 +111,55 @@ func clusterInit(c *cli.Context) error {
 
 func clusterJoin(c *cli.Context) error {
 	if c.NArg() == 0 {
-		return fmt.Errorf("no manager given: `warren cluster join --token TOKEN MANAGER[:PORT]` (as printed by `warren cluster join-token`)")
+		return fmt.Errorf("no manager given: `warren cluster join --token-file FILE MANAGER[:PORT]` (as printed by `warren cluster join-token`)")
 	}
-	return runNode(c, &host.JoinConfig{Token: c.String("token"), Addrs: c.Args().Slice()})
+	token, err := joinTokenOf(c)
+	if err != nil {
+		return err
+	}
+	return runNode(c, &host.JoinConfig{Token: token, Addrs: c.Args().Slice()})
+}
+
+// joinTokenOf finds the join token: in --token-file, on the command line
+// (--token: warned about, and wiped from this process's arguments), or in
+// WARREN_JOIN_TOKEN. A node that already joined resumes without one.
+func joinTokenOf(c *cli.Context) (string, error) {
+	file, argv, env := c.String("token-file"), c.String("token"), os.Getenv("WARREN_JOIN_TOKEN")
+	if file != "" && argv != "" {
+		return "", fmt.Errorf("both --token and --token-file given: give the join token one way (--token-file is the one other users cannot see)")
+	}
+	joined, _ := host.ReadNodeFile(c.String("data-dir"))
+	var token string
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			if joined != nil { // the token is only checked against the cluster on resume
+				fmt.Fprintf(os.Stderr, "warren: warning: cannot read the join token (%v); resuming the joined node without it\n", err)
+				return "", nil
+			}
+			return "", fmt.Errorf("read the join token: %w", err)
+		}
+		if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(os.Stderr, "warren: warning: %s is readable by other users (mode %v): anyone who reads it can join this machine's cluster; chmod 600 it\n", file, st.Mode().Perm())
+		}
+		token = strings.TrimSpace(string(b))
+	case argv != "":
+		// Copied before the arguments are wiped: the parsed flag shares
+		// their memory.
+		token = strings.Clone(argv)
+		if found, wiped := hideArg(token); found && wiped {
+			fmt.Fprintln(os.Stderr, "warren: warning: --token put the join token on the command line, where every local user could see it in ps and /proc while warren started (it is wiped from there now); use --token-file or WARREN_JOIN_TOKEN")
+		} else if found {
+			fmt.Fprintln(os.Stderr, "warren: warning: --token puts the join token on the command line, where every local user sees it in ps and /proc for as long as this node runs; use --token-file or WARREN_JOIN_TOKEN")
+		}
+	default:
+		token = strings.TrimSpace(env)
+	}
+	if token == "" && joined == nil {
+		return "", fmt.Errorf("no join token: give it with --token-file FILE or the WARREN_JOIN_TOKEN environment variable (get one with `warren cluster join-token worker|manager` on a manager)")
+	}
+	return token, nil
 }
 
 // runNode runs a node in the foreground until SIGTERM or SIGINT.
@@ -188,14 +239,28 @@ func clusterJoinToken(c *cli.Context, cl *client.Client) error {
 	default:
 		return fmt.Errorf("unknown role %q: use worker or manager", c.Args().First())
 	}
-	r, err := cl.JoinToken(role, c.Bool("rotate"))
+	ttl := c.Duration("ttl")
+	if c.IsSet("ttl") && ttl < time.Second {
+		return fmt.Errorf("--ttl %v is too short: give at least 1s, or omit it for a token that does not expire", ttl)
+	}
+	res, err := cl.Request(&messages.JoinTokenRequest{Role: role, Rotate: c.Bool("rotate"), TtlSeconds: int64((ttl + time.Second - 1) / time.Second)})
 	if err != nil {
 		return err
+	}
+	r, ok := res.(*messages.JoinTokenReply)
+	if !ok {
+		return fmt.Errorf("unexpected reply %T to a join token request: is the manager the same warren version?", res)
 	}
 	if c.Bool("quiet") {
 		fmt.Println(r.Token)
 		return nil
 	}
-	fmt.Printf("To add a %s to this cluster, run on it:\n\n    warren cluster join --token %s %s\n\n", c.Args().First(), r.Token, strings.Join(r.JoinAddrs, " "))
+	// The environment, not the command line: other local users see a
+	// process's arguments, not its environment.
+	fmt.Printf("To add a %s to this cluster, run on it:\n\n    WARREN_JOIN_TOKEN=%s warren cluster join %s\n\n", c.Args().First(), r.Token, strings.Join(r.JoinAddrs, " "))
+	if r.ExpiresUnixNano != 0 {
+		exp := time.Unix(0, r.ExpiresUnixNano)
+		fmt.Printf("The token expires at %s (in %s); then get a new one with `warren cluster join-token %s`.\n", exp.UTC().Format(time.RFC3339), time.Until(exp).Round(time.Second), c.Args().First())
+	}
 	return nil
 }

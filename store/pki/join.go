@@ -74,8 +74,19 @@ func NewCSR(name string) (keyPEM, csrPEM []byte, err error) {
 }
 
 // SignCSR issues a certificate for the key in csrPEM with the given name and
-// role; the name and role come from the CA's decision, not from the request.
+// role, followed by ca's chain; the name and role come from the CA's
+// decision, not from the request.
 func (ca *CA) SignCSR(csrPEM []byte, name, role string, ips []net.IP, validity time.Duration) ([]byte, error) {
+	pub, err := csrKey(csrPEM)
+	if err != nil {
+		return nil, err
+	}
+	return ca.sign(pub, name, role, ips, nil, validity)
+}
+
+// csrKey returns the public key of a PEM certificate request whose
+// signature proves the requester holds the private key.
+func csrKey(csrPEM []byte) (any, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return nil, errors.New("no PEM certificate request found")
@@ -87,16 +98,7 @@ func (ca *CA) SignCSR(csrPEM []byte, name, role string, ips []net.IP, validity t
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("certificate request signature: %w", err)
 	}
-	return ca.sign(csr.PublicKey, name, role, ips, nil, validity)
-}
-
-// KeyPEM returns the CA key as PEM (sent to joining managers only).
-func (ca *CA) KeyPEM() ([]byte, error) {
-	kb, err := x509.MarshalECPrivateKey(ca.Key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+	return csr.PublicKey, nil
 }
 
 // CAFromPEM rebuilds a CA from its certificate and key.
@@ -113,5 +115,8 @@ func CAFromPEM(certPEM, keyPEM []byte) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse CA key: %w", err)
 	}
-	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("CA key does not belong to the CA certificate: the data dir is damaged")
+	}
+	return &CA{Cert: cert, Key: key, PEM: certPEM, root: cert}, nil
 }

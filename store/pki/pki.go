@@ -1,8 +1,18 @@
-// Package pki owns Warren's cluster certificate authority: creating the CA,
-// issuing node and admin certificates whose organizational unit carries the
-// role (manager, worker, admin), loading and saving them as PEM, and the
-// mutual-TLS configurations every connection uses. Identity is the
-// certificate: common name = node id (or "admin"), OU = role.
+// Package pki owns Warren's cluster certificate authority: the root CA, the
+// intermediate CA each manager signs with, node and admin certificates whose
+// organizational unit carries the role (manager, worker, admin), loading and
+// saving them as PEM (durably, mode 0600), and the mutual-TLS configurations
+// every connection uses. Identity is the leaf certificate: common name =
+// node id (or "admin"), OU = role.
+//
+// Trust: every node trusts the root certificate (ca.pem) only. The root key
+// (ca-key.pem) stays on the manager that created the cluster and signs
+// intermediates only; every manager has its own intermediate (signer.pem,
+// signer-key.pem), whose key it generated itself, and signs leaves with it.
+// No private key ever crosses the network: a joining or promoted manager
+// sends a certificate request for its intermediate, like any node for its
+// leaf. Leaves are stored and presented with their chain (leaf first, then
+// the intermediates up to the root, root excluded).
 package pki
 
 import (
@@ -34,12 +44,23 @@ const (
 // Organization every Warren certificate carries.
 const Organization = "warren"
 
-// CA is a cluster certificate authority.
+// CA signs certificates: the cluster root CA, or a manager's intermediate.
 type CA struct {
-	Cert *x509.Certificate
-	Key  *ecdsa.PrivateKey
-	PEM  []byte
+	Cert *x509.Certificate // the certificate this CA signs with
+	Key  *ecdsa.PrivateKey // its key; never leaves the node
+	PEM  []byte            // the cluster root certificate (ca.pem): the trust anchor
+	// Chain is Cert and the intermediates between it and the root, PEM,
+	// Cert first; empty when Cert is the root. Everything this CA signs is
+	// handed out with it, so a peer can build the path to the root.
+	Chain []byte
+	// Root, on the manager that holds the root key, signs intermediates so
+	// they hang right under the root; nil elsewhere.
+	Root *CA
+	root *x509.Certificate // parsed PEM
 }
+
+// IsRoot reports whether ca is the cluster root itself.
+func (ca *CA) IsRoot() bool { return len(ca.Chain) == 0 }
 
 // Identity is a certificate with its key, ready for TLS.
 type Identity struct {
@@ -75,11 +96,21 @@ func NewCA(clusterID string) (*CA, error) {
 		return nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), root: cert}, nil
 }
 
-// Fingerprint is the sha256 of the CA certificate, hex, as join tokens carry it.
-func (ca *CA) Fingerprint() string { return Fingerprint(ca.Cert) }
+// Fingerprint is the sha256 of the cluster root certificate, hex, as join
+// tokens carry it (also for an intermediate: the cluster is its root).
+func (ca *CA) Fingerprint() string {
+	if ca.root == nil {
+		if c, err := ParseCert(ca.PEM); err == nil {
+			ca.root = c
+		} else {
+			ca.root = ca.Cert
+		}
+	}
+	return Fingerprint(ca.root)
+}
 
 // Fingerprint of any certificate.
 func Fingerprint(c *x509.Certificate) string {
@@ -88,9 +119,10 @@ func Fingerprint(c *x509.Certificate) string {
 }
 
 // Issue signs a certificate for name with role, valid as TLS server and
-// client. ips and dnsNames are informational SANs: peers verify the chain
-// and the role, not the address, because a CLI's reply endpoint listens on
-// whatever address its route to the manager has.
+// client; CertPEM holds it and then ca's chain. ips and dnsNames are
+// informational SANs: peers verify the chain and the role, not the
+// address, because a CLI's reply endpoint listens on whatever address its
+// route to the manager has.
 func (ca *CA) Issue(name, role string, ips []net.IP, dnsNames []string, validity time.Duration) (*Identity, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -110,16 +142,29 @@ func (ca *CA) Issue(name, role string, ips []net.IP, dnsNames []string, validity
 	}, nil
 }
 
-// Save writes the CA certificate and key (0600) into dir as ca.pem, ca-key.pem.
+// Save writes the root CA certificate and key (0600) into dir as ca.pem,
+// ca-key.pem. The key must be new: an existing ca-key.pem (another
+// cluster's root) is never replaced.
 func (ca *CA) Save(dir string) error {
-	kb, err := x509.MarshalECPrivateKey(ca.Key)
+	if !ca.IsRoot() {
+		return errors.New("save CA: an intermediate is saved with SaveSigner")
+	}
+	kb, err := marshalKey(ca.Key)
 	if err != nil {
 		return err
 	}
 	if err := WriteFile(filepath.Join(dir, "ca.pem"), ca.PEM); err != nil {
 		return err
 	}
-	return WriteFile(filepath.Join(dir, "ca-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	return CreateFile(filepath.Join(dir, "ca-key.pem"), kb)
+}
+
+func marshalKey(k *ecdsa.PrivateKey) ([]byte, error) {
+	kb, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
 
 // LoadCA reads what Save wrote.
@@ -135,12 +180,22 @@ func LoadCA(dir string) (*CA, error) {
 	return CAFromPEM(certPEM, keyPEM)
 }
 
-// Save writes the identity as <prefix>.pem and <prefix>-key.pem (0600).
+// Save writes the identity as <prefix>.pem and <prefix>-key.pem (0600),
+// replacing what is there (a role change replaces the node's pair).
 func (id *Identity) Save(dir, prefix string) error {
 	if err := WriteFile(filepath.Join(dir, prefix+".pem"), id.CertPEM); err != nil {
 		return err
 	}
 	return WriteFile(filepath.Join(dir, prefix+"-key.pem"), id.KeyPEM)
+}
+
+// SaveNew is Save for a pair that must be new (a node's first): an
+// existing key file is an error, not overwritten.
+func (id *Identity) SaveNew(dir, prefix string) error {
+	if err := CreateFile(filepath.Join(dir, prefix+"-key.pem"), id.KeyPEM); err != nil {
+		return err
+	}
+	return WriteFile(filepath.Join(dir, prefix+".pem"), id.CertPEM)
 }
 
 // LoadIdentity reads what Identity.Save wrote.
@@ -154,19 +209,6 @@ func LoadIdentity(dir, prefix string) (*Identity, error) {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
 	return &Identity{CertPEM: c, KeyPEM: k}, nil
-}
-
-// WriteFile writes data with mode 0600 atomically (temp file + rename), so
-// a crash never leaves half a key behind.
-func WriteFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // ParseCert decodes the first PEM certificate.
@@ -247,7 +289,8 @@ func TLSConfig(caPEM []byte, id *Identity) (*tls.Config, error) {
 }
 
 // sign issues a certificate for pub with name and role, valid as TLS server
-// and client: the one place Warren's leaf certificates are shaped.
+// and client: the one place Warren's leaf certificates are shaped. It
+// returns the certificate followed by ca's chain.
 func (ca *CA) sign(pub any, name, role string, ips []net.IP, dnsNames []string, validity time.Duration) ([]byte, error) {
 	sn, err := serial()
 	if err != nil {
@@ -257,7 +300,7 @@ func (ca *CA) sign(pub any, name, role string, ips []net.IP, dnsNames []string, 
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{role}, Organization: []string{Organization}},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(validity),
+		NotAfter:     notAfter(ca.Cert, validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  ips,
@@ -267,5 +310,15 @@ func (ca *CA) sign(pub any, name, role string, ips []net.IP, dnsNames []string, 
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.Chain...), nil
+}
+
+// notAfter is now+validity, but never past the issuer's own expiry: a
+// certificate outliving its issuer would stop verifying early anyway.
+func notAfter(issuer *x509.Certificate, validity time.Duration) time.Time {
+	t := time.Now().Add(validity)
+	if t.After(issuer.NotAfter) {
+		return issuer.NotAfter
+	}
+	return t
 }
