@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/distribution/reference"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -24,7 +25,6 @@ var (
 	// record (_NAME._tcp.service.warren).
 	portNameRe = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$`)
 	envRe      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	imageRe    = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
 )
 
 // NewID returns a random 24-hex-digit id for services and tasks.
@@ -46,15 +46,29 @@ func ValidateServiceName(name string) error {
 }
 
 // ValidateImageRef checks an image reference is well formed (it does not
-// check that the image exists).
+// check that the image exists), with the parser the runtime pulls with.
 func ValidateImageRef(ref string) error {
-	if ref == "" {
-		return fmt.Errorf("no image given: pass --image NAME[:TAG], e.g. --image demo:v1")
+	_, err := NormalizeImageRef(ref)
+	return err
+}
+
+// NormalizeImageRef parses ref with the rules Docker and containerd use
+// (github.com/distribution/reference) and returns containerd's canonical
+// name: "demo:v1" -> "docker.io/library/demo:v1", "demo" ->
+// "docker.io/library/demo:latest"; a digest is kept, a tag beside a digest
+// dropped. It is Warren's one image-reference parser: the validator and the
+// runtime both call it, so a reference the api accepts is one the runtime
+// can pull (a hand-written pattern here once accepted a bare 64-hex id,
+// "0:0:0" and names over 255 characters that the runtime then refused).
+func NormalizeImageRef(ref string) (string, error) {
+	if strings.TrimSpace(ref) == "" {
+		return "", fmt.Errorf("no image given: pass --image NAME[:TAG], e.g. --image demo:v1")
 	}
-	if !imageRe.MatchString(ref) {
-		return fmt.Errorf("invalid image reference %q: expected NAME[:TAG][@DIGEST] in lower case, e.g. demo:v1 or registry.local:5000/team/app:1.2", ref)
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %s: %v: expected NAME[:TAG][@DIGEST] in lower case, a repository path of at most %d characters, e.g. demo:v1 or registry.local:5000/team/app:1.2", short(ref), err, reference.RepositoryNameTotalLengthMax)
 	}
-	return nil
+	return named.String(), nil
 }
 
 // ValidateServiceSpec checks everything a spec can get wrong on its own and
@@ -132,6 +146,10 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 		}
 	}
 	errs = append(errs, validateIsolation(s)...)
+	errs = append(errs, validateLimits(s)...)
+	if err := ValidatePublishedPorts(s, DefaultReservedPorts()); err != nil {
+		errs = append(errs, err.Error())
+	}
 	if s.StopGracePeriodMs < 0 {
 		errs = append(errs, "stop grace period cannot be negative")
 	}

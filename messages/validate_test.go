@@ -57,3 +57,53 @@ func TestTemplateEqual(t *testing.T) {
 		t.Fatal("TemplateEqual mutated its input")
 	}
 }
+
+// TestImageRef: the validator uses the parser the runtime pulls with, so
+// the references it once accepted and the runtime refused are refused here
+// (runtime's TestImageRefAgreement checks both sides on one table).
+func TestImageRef(t *testing.T) {
+	const hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		in, want string // want "" means refused
+	}{
+		{"demo:v1", "docker.io/library/demo:v1"},
+		{"demo", "docker.io/library/demo:latest"},
+		{"registry.local:5000/team/app:1.2", "registry.local:5000/team/app:1.2"},
+		{"demo@sha256:" + hex64, "docker.io/library/demo@sha256:" + hex64},
+		{"demo:v1@sha256:" + hex64, "docker.io/library/demo@sha256:" + hex64},
+		{"ghcr.io/acme/demo", "ghcr.io/acme/demo:latest"},
+		// Accepted by the old pattern, refused by the runtime.
+		{hex64, ""},
+		{"0:0:0", ""},
+		{strings.Repeat("a", 256), ""},
+		{"registry.local:5000/" + strings.Repeat("a", 256) + ":v1", ""},
+		{"registry.local:5000/" + strings.Repeat("a", 255) + ":v1", "registry.local:5000/" + strings.Repeat("a", 255) + ":v1"},
+		// Refused by both.
+		{"", ""},
+		{"Demo:V1", ""},
+		{"demo:v1:v2", ""},
+		{"demo:v1\x00", ""},
+		{" demo:v1", ""},
+	}
+	for _, tt := range tests {
+		t.Run(short(tt.in), func(t *testing.T) {
+			got, err := NormalizeImageRef(tt.in)
+			verr := ValidateImageRef(tt.in)
+			if (err == nil) != (verr == nil) {
+				t.Fatalf("NormalizeImageRef and ValidateImageRef disagree: %v vs %v", err, verr)
+			}
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("NormalizeImageRef(%q) = %q; want an error", tt.in, got)
+				}
+				if tt.in != "" && !strings.Contains(err.Error(), "invalid image reference") {
+					t.Errorf("error %q does not say the reference is invalid", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("NormalizeImageRef(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
