@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/identifiers"
 	"github.com/containerd/containerd/labels"
-	"github.com/distribution/reference"
 )
 
 // Errors callers can test for with errors.Is. They are containerd's errdefs
@@ -147,20 +146,6 @@ type ExitStatus struct {
 	// Err is set when the exit could not be observed (containerd went away
 	// for good, the context was cancelled); Code is then meaningless.
 	Err error
-}
-
-// NormalizeImageRef turns a docker reference into containerd's canonical
-// form: "demo:v1" -> "docker.io/library/demo:v1", "demo" ->
-// "docker.io/library/demo:latest". Digests are kept.
-func NormalizeImageRef(ref string) (string, error) {
-	if strings.TrimSpace(ref) == "" {
-		return "", fmt.Errorf("image reference is empty: %w", ErrInvalidArgument)
-	}
-	named, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return "", fmt.Errorf("image reference %q is not valid (%v): use name[:tag] or name@sha256:digest: %w", ref, err, ErrInvalidArgument)
-	}
-	return named.String(), nil
 }
 
 // minMemoryLimit is the smallest limit runc and the kernel can start a
