@@ -36,6 +36,16 @@ const (
 	joinEvery     = 6 * time.Second
 )
 
+// joinTimeouts bound each phase of a join connection: the TLS handshake
+// (the shortest of them), the request headers, the whole request, the
+// answer, and a kept-alive connection between requests. A client that
+// connects and says nothing, trickles its body or never reads the answer
+// is dropped instead of holding a goroutine. A variable so tests can
+// shorten it.
+var joinTimeouts = struct{ header, read, write, idle time.Duration }{
+	header: 5 * time.Second, read: 10 * time.Second, write: 10 * time.Second, idle: 30 * time.Second,
+}
+
 // joinServer answers join requests on a manager. It runs before the joiner
 // has a certificate, so it is plain server-side TLS; the joiner pins the CA
 // by the fingerprint in its token and checks the certificate is a
@@ -81,14 +91,11 @@ func startJoinServer(ln net.Listener, st *store.Store, ca *pki.CA, id *pki.Ident
 	mux := http.NewServeMux()
 	mux.HandleFunc(joinPath, js.handle)
 	js.srv = &http.Server{
-		Handler: mux,
-		// The TLS handshake is bounded by the shortest of these, the
-		// request by the rest: a client that connects and trickles or
-		// idles is dropped instead of holding a goroutine.
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       30 * time.Second,
+		Handler:           mux,
+		ReadHeaderTimeout: joinTimeouts.header,
+		ReadTimeout:       joinTimeouts.read,
+		WriteTimeout:      joinTimeouts.write,
+		IdleTimeout:       joinTimeouts.idle,
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          errLog,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
