@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"github.com/warrenorch/warren/actors/events"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -791,6 +793,9 @@ func (a *apiActor) proxy(ctx actor.Context, leader *actor.PID, deadline time.Tim
 // portsFree refuses a published port another service already publishes:
 // the routing mesh answers it on every node, for one service only.
 func (a *apiActor) portsFree(spec *messages.ServiceSpec, self string) *messages.Error {
+	if err := messages.ValidatePublishedPorts(spec, clusterPorts(a.cfg.Store.State)); err != nil {
+		return errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)
+	}
 	for _, v := range a.cfg.Store.State.Services() {
 		if v.Id == self {
 			continue
@@ -804,6 +809,33 @@ func (a *apiActor) portsFree(spec *messages.ServiceSpec, self string) *messages.
 		}
 	}
 	return nil
+}
+
+// clusterPorts is every port Warren itself uses on some node of the cluster:
+// the defaults, and the remoting, raft, join and WireGuard ports the nodes
+// were started with. A published port is answered on every node, so it
+// must be none of them.
+func clusterPorts(st *store.State) map[messages.PortKey]string {
+	r := messages.DefaultReservedPorts()
+	port := func(addr string) uint32 {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return 0
+		}
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return 0
+		}
+		return uint32(n)
+	}
+	for _, n := range st.Nodes() {
+		d := n.GetDescription()
+		messages.ReserveNodePorts(r, port(d.GetAddr()), port(d.GetRaftAddr()), port(d.GetJoinAddr()))
+		if p := port(d.GetWgEndpoint()); p != 0 {
+			r[messages.PortKey{Protocol: "udp", Port: p}] = "the WireGuard mesh between nodes (--wg-endpoint)"
+		}
+	}
+	return r
 }
 
 func protoOf(p *messages.PortConfig) string {

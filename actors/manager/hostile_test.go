@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,4 +386,49 @@ func csr(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return csrPEM
+}
+
+// TestReservedPorts: a service may not publish a port Warren itself uses
+// on any node (issue 10, hole 8): the defaults, and the ports a node was
+// started with. A refusal changes nothing.
+func TestReservedPorts(t *testing.T) {
+	c := startManager(t)
+	c.register(t, "wrk-1")
+	// A node started with --port 7000 and a WireGuard endpoint on 7001.
+	desc := &messages.NodeDescription{Hostname: "odd", Addr: "127.0.0.1:7000", RaftAddr: "127.0.0.1:7002", WgEndpoint: "127.0.0.1:7001"}
+	if r := c.local(t, NameAPI, &messages.RegisterNode{NodeId: "odd", Description: desc}).(*messages.RegisterNodeReply); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	tests := []struct {
+		name  string
+		port  uint32
+		proto string
+		want  string // "" when accepted
+	}{
+		{"remoting default", 4280, "", "reserved"},
+		{"raft default", 4281, "tcp", "reserved"},
+		{"join default", 4282, "", "reserved"},
+		{"wireguard default", 51820, "udp", "reserved"},
+		{"dns", 53, "udp", "reserved"},
+		{"a node's --port", 7000, "", "reserved"},
+		{"a node's raft port", 7002, "", "reserved"},
+		{"a node's WireGuard endpoint", 7001, "udp", "reserved"},
+		{"the WireGuard port over tcp is free", 7001, "tcp", ""},
+		{"an ordinary port", 8080, "", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := c.st.State.Index()
+			r := c.local(t, NameAPI, &messages.CreateServiceRequest{Spec: &messages.ServiceSpec{Name: fmt.Sprintf("svc%d", i), Image: "demo:v1", Replicas: 1,
+				Ports: []*messages.PortConfig{{TargetPort: 80, PublishedPort: tt.port, Protocol: tt.proto}}}}).(*messages.ServiceReply)
+			switch {
+			case tt.want == "" && r.Error != nil:
+				t.Fatalf("refused: %v", r.Error)
+			case tt.want != "" && (r.Error == nil || !strings.Contains(r.Error.Message, tt.want)):
+				t.Fatalf("got %v, want an error containing %q", r.Error, tt.want)
+			case tt.want != "" && c.st.State.Index() != before:
+				t.Fatalf("a refused spec changed the state: index %d -> %d", before, c.st.State.Index())
+			}
+		})
+	}
 }
