@@ -90,14 +90,20 @@ func Open(cfg Config, bootstrap bool) (*Store, error) {
 		Output: &zapio.Writer{Log: cfg.Log.Named("raft"), Level: zap.WarnLevel},
 	})
 	existing := HasState(cfg.Dir)
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	logs, err := openLogStore(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w (is another warren using this data dir?)", filepath.Join(cfg.Dir, "raft.db"), err)
+		return nil, err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl)
 	if err != nil {
 		logs.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	// raft.NewRaft (and RecoverCluster) panic on a log entry they cannot
+	// decode, at every start: check the entries they read first.
+	if err := checkLog(logs, snaps); err != nil {
+		logs.Close()
+		return nil, damaged(cfg.Dir, fmt.Errorf("read %s: %w", filepath.Join(cfg.Dir, "raft.db"), err))
 	}
 	layer, err := newTLSStreamLayer(cfg.Bind, cfg.Advertise, cfg.TLS)
 	if err != nil {
@@ -129,11 +135,11 @@ func Open(cfg Config, bootstrap bool) (*Store, error) {
 		cfg.Log.Warn("raft configuration rewritten: this manager is now the only voter (--force-new-cluster)")
 	}
 	rc.NotifyCh = s.leader
-	r, err := raft.NewRaft(rc, s.fsm, logs, logs, snaps, trans)
+	r, err := newRaft(rc, s.fsm, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		logs.Close()
-		return nil, fmt.Errorf("start raft: %w", err)
+		return nil, damaged(cfg.Dir, err)
 	}
 	s.raft = r
 	s.openedAt = r.LastIndex()
