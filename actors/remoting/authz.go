@@ -69,7 +69,7 @@ var Rules = []Rule{
 	{Role: pki.RoleAdmin, Target: "manager/api", Types: adminAPI,
 		Whose: "the whole cluster"},
 	{Role: pki.RoleAdmin, Target: "events", Types: adminEvents,
-		Whose: "its own subscription: the subscriber and watcher must be its own actors"},
+		Whose: "its subscriptions: a subscriber or watcher it names must be an actor outside the receiving node"},
 	{Role: pki.RoleAdmin, Target: TargetFuture, Types: []string{"actor.DeadLetterResponse"},
 		Whose: "answers to requests a manager sent it"},
 }
