@@ -83,6 +83,10 @@ func writeNodeFile(dataDir string, nf *NodeFile) error {
 	return pki.WriteFile(filepath.Join(dataDir, nodeFileName), append(data, '\n'))
 }
 
+// flock is syscall.Flock; a test replaces it to produce the errors of file
+// systems this machine does not have.
+var flock = syscall.Flock
+
 // dirLock is an exclusive flock on <data dir>/lock, held while the node
 // runs, so a second warren on the same data dir is refused, not corrupting.
 type dirLock struct{ f *os.File }
@@ -96,7 +100,14 @@ func lockDataDir(dataDir string) (*dirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			// Not held by anyone: the file system cannot lock (NFS without
+			// a lock daemon gives ENOLCK). Blaming a running warren would
+			// send the user looking for a process that does not exist.
+			f.Close()
+			return nil, fmt.Errorf("lock data dir %s: %w: its file system does not support file locks; use a local directory for --data-dir", dataDir, err)
+		}
 		b, _ := os.ReadFile(p)
 		f.Close()
 		holder := strings.TrimSpace(string(b))

@@ -261,6 +261,17 @@ func TestLockDataDir(t *testing.T) {
 				t.Fatalf("error = %v, want one naming pid unknown", err)
 			}
 		}},
+		{"a file system without locks is not blamed on a running warren", func(t *testing.T, dir string) {
+			// ENOLCK comes from NFS without a lock daemon, which this
+			// machine has not: only here is flock replaced.
+			old := flock
+			flock = func(int, int) error { return syscall.ENOLCK }
+			defer func() { flock = old }()
+			_, err := lockDataDir(dir)
+			if err == nil || strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), "does not support file locks") {
+				t.Fatalf("error = %v, want one saying the file system cannot lock", err)
+			}
+		}},
 		{"data dir path is a file", func(t *testing.T, dir string) {
 			writeFiles(t, dir, map[string]string{"file": "x"})
 			_, err := lockDataDir(filepath.Join(dir, "file"))
