@@ -148,7 +148,7 @@ func (c *cluster) local(t *testing.T, id string, m proto.Message) any {
 
 func (c *cluster) register(t *testing.T, node string) {
 	t.Helper()
-	desc := &messages.NodeDescription{Hostname: node, Addr: freeAddr(t), Os: "linux", Arch: "amd64",
+	desc := &messages.NodeDescription{Hostname: node, Addr: freeAddr(t), Os: "linux", Arch: "amd64", WgPublicKey: "wg-key-of-" + node,
 		Resources: &messages.Resources{NanoCpus: 2e9, MemoryBytes: 1 << 30}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -188,7 +188,7 @@ func snapshot(t *testing.T, c *cluster) string {
 	st := c.st.State
 	s := fmt.Sprintf("index=%d voters=%v nodes=%d", st.Index(), voters(t, c.st), len(st.Nodes()))
 	for _, n := range st.Nodes() {
-		s += fmt.Sprintf(" %s:%v/%v", n.Id, n.Spec.GetRole(), n.GetStatus().GetState())
+		s += fmt.Sprintf(" %s:%v/%v/%s", n.Id, n.Spec.GetRole(), n.GetStatus().GetState(), n.Description.GetWgPublicKey())
 	}
 	for _, tk := range st.Tasks(store.TaskFilter{}) {
 		s += fmt.Sprintf(" %s@%s:%v/%s", tk.Id[:6], tk.NodeId, tk.GetStatus().GetState(), tk.GetStatus().GetIp())
@@ -282,6 +282,7 @@ func TestHostilePeer(t *testing.T) {
 		{"worker drains another node's task", worker, NameLeader, &messages.DrainTask{NodeId: "wrk-2", TaskId: victim.Id}},
 		{"worker confirms programming for another node", worker, NameAPI, &messages.NetworkProgrammed{NodeId: "wrk-2", Index: 1 << 40}},
 		{"worker re-registers another node with its own key", worker, NameAPI, &messages.RegisterNode{NodeId: "wrk-2", Description: &messages.NodeDescription{Addr: "127.0.0.1:4", WgPublicKey: "AAAA"}}},
+		{"worker announces another node's WireGuard key for itself", worker, NameAPI, &messages.RegisterNode{NodeId: "wrk-1", Description: &messages.NodeDescription{Addr: "127.0.0.1:6", WgPublicKey: "wg-key-of-wrk-2"}}},
 		// Hole 4: traffic redirection through a reported address.
 		{"worker reports its task at another node's address", worker, NameAPI, status(own, running, ip2)},
 		{"worker reports its task at a host address", worker, NameAPI, status(own, running, "127.0.0.1")},

@@ -262,6 +262,19 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 		return
 	}
 	now := time.Now().UnixNano()
+	// A WireGuard key identifies one node to every other: a second node
+	// announcing it would shadow the first in everyone's mesh (peers are
+	// picked by key).
+	if k := m.Description.GetWgPublicKey(); k != "" {
+		for _, o := range st.Nodes() {
+			if o.Id != m.NodeId && o.Description.GetWgPublicKey() == k {
+				a.cfg.Log.Warn("refused a registration with another node's WireGuard key", zap.String("node", m.NodeId), zap.String("owner", o.Id))
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID,
+					"node %s announces the WireGuard public key of node %s: each node needs its own key (delete wg.key in its data dir and restart it to make one)", m.NodeId, o.Id)})
+				return
+			}
+		}
+	}
 	// A known node's role is what the state says: it changes only through
 	// an admin's promote or demote, never through what a node claims. A new
 	// node's role is the one its join gave it (the api checked the claim
