@@ -70,6 +70,11 @@ const (
 	MaxHealthPathBytes  = 2048
 	MaxCanarySteps      = 100
 	MaxNameBytes        = 253 // secret and volume names, grpc service names
+
+	// MaxDurationMs bounds every duration in a spec (30 days): nodes turn
+	// them into time.Duration, which overflows to a negative wait past
+	// 292 years of milliseconds, and anything near that is a typo.
+	MaxDurationMs = 30 * 24 * 3600 * 1000
 )
 
 // lineBreaks are the control characters env values and arguments may hold.
@@ -171,6 +176,10 @@ func validateLimits(s *ServiceSpec) []string {
 	checkSecrets(&errs, s.Secrets)
 	checkVolumes(&errs, s.Volumes)
 	checkHealthCheck(&errs, s.HealthCheck)
+	checkDurations(&errs, s)
+	if st := s.GetHealthCheck().GetHttpExpectedStatus(); st != 0 && (st < 100 || st > 599) {
+		errs = append(errs, fmt.Sprintf("health check expected status %d is not an HTTP status: use 100-599, or 0 for any 2xx/3xx", st))
+	}
 	checkUpdateConfig(&errs, "update config", s.UpdateConfig)
 	checkUpdateConfig(&errs, "rollback config", s.RollbackConfig)
 	return errs
@@ -400,6 +409,32 @@ func checkHealthCheck(errs *[]string, hc *HealthCheck) {
 	}
 	checkCommand(errs, "health check command", hc.ExecCommand, "run a script from the image instead")
 	checkText(errs, "health check gRPC service", hc.GrpcService, MaxNameBytes)
+}
+
+// checkDurations bounds every duration of a spec by MaxDurationMs.
+func checkDurations(errs *[]string, s *ServiceSpec) {
+	hc, rp := s.GetHealthCheck(), s.GetRestartPolicy()
+	uc, rc := s.GetUpdateConfig(), s.GetRollbackConfig()
+	for _, d := range []struct {
+		field string
+		ms    int64
+	}{
+		{"stop grace period", s.StopGracePeriodMs},
+		{"health check interval", hc.GetIntervalMs()},
+		{"health check timeout", hc.GetTimeoutMs()},
+		{"health check start period", hc.GetStartPeriodMs()},
+		{"restart delay", rp.GetDelayMs()},
+		{"restart max delay", rp.GetMaxDelayMs()},
+		{"restart window", rp.GetWindowMs()},
+		{"update delay", uc.GetDelayMs()},
+		{"update monitor", uc.GetMonitorMs()},
+		{"rollback delay", rc.GetDelayMs()},
+		{"rollback monitor", rc.GetMonitorMs()},
+	} {
+		if d.ms > MaxDurationMs {
+			*errs = append(*errs, fmt.Sprintf("%s of %d ms is more than the limit of 30 days", d.field, d.ms))
+		}
+	}
 }
 
 func checkUpdateConfig(errs *[]string, field string, uc *UpdateConfig) {

@@ -167,6 +167,14 @@ func TestValidateLimits(t *testing.T) {
 		{"NaN failure ratio", func(s *ServiceSpec) { s.RollbackConfig = &UpdateConfig{MaxFailureRatio: float32(math.NaN())} }, "rollback config: max failure ratio NaN"},
 		{"falling canary steps", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{CanarySteps: []uint32{50, 10}} }, "must be rising percentages"},
 		{"canary over 100", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{CanarySteps: []uint32{150}} }, "must be rising percentages"},
+		{"stop grace period that overflows", func(s *ServiceSpec) { s.StopGracePeriodMs = math.MaxInt64 / 1000 }, "stop grace period of 9223372036854775 ms is more than the limit of 30 days"},
+		{"restart window over 30 days", func(s *ServiceSpec) { s.RestartPolicy = &RestartPolicy{WindowMs: MaxDurationMs + 1} }, "restart window of"},
+		{"health interval over 30 days", func(s *ServiceSpec) {
+			s.HealthCheck = &HealthCheck{Kind: HealthCheck_KIND_TCP, IntervalMs: 1 << 50}
+		}, "health check interval of"},
+		{"expected status not HTTP", func(s *ServiceSpec) {
+			s.HealthCheck = &HealthCheck{Kind: HealthCheck_KIND_HTTP, HttpPath: "/", HttpExpectedStatus: 2000}
+		}, "expected status 2000 is not an HTTP status"},
 		{"negative update delay", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{DelayMs: -1} }, "delays cannot be negative"},
 	}
 	for _, tt := range tests {
