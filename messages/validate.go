@@ -145,6 +145,14 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 			errs = append(errs, fmt.Sprintf("health check path %q must start with /", hc.HttpPath))
 		}
 	}
+	// Refused until a node can honour them: a secret accepted and never
+	// mounted would look protected and be missing.
+	if len(s.Secrets) > 0 {
+		errs = append(errs, "secrets are not supported yet: remove them from the spec")
+	}
+	if len(s.Volumes) > 0 {
+		errs = append(errs, "volumes are not supported yet: remove them from the spec")
+	}
 	errs = append(errs, validateIsolation(s)...)
 	errs = append(errs, validateLimits(s)...)
 	if err := ValidatePublishedPorts(s, DefaultReservedPorts()); err != nil {
