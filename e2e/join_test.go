@@ -15,8 +15,9 @@ import (
 // TestJoinTokens: a join token given with --token does not stay on the
 // running daemon's command line (what every local user reads in ps and
 // /proc); a manager joined with a manager token holds its own signing CA
-// and never the cluster's root key; a token past its --ttl is refused with
-// what to do, from a --token-file.
+// and never the cluster's root key; demoted it deletes that CA, promoted it
+// makes a new one; a token past its --ttl is refused with what to do, from
+// a --token-file.
 func TestJoinTokens(t *testing.T) {
 	h := cluster.New(t, cluster.Options{Hosts: 3, Bin: warrenBin})
 	m0, m1, spare := h.Hosts[0], h.Hosts[1], h.Hosts[2]
@@ -47,6 +48,42 @@ func TestJoinTokens(t *testing.T) {
 		// Its intermediate signs what the CLI on it uses, trusted everywhere.
 		cli(t, m1, "--manager", m1.IP+":4280", "node", "ls")
 		cli(t, m0, "--manager", m1.IP+":4280", "node", "ls")
+	})
+
+	t.Run("demoted, a node deletes its signing CA; promoted, it makes a new one", func(t *testing.T) {
+		signerKey := filepath.Join(m1.DataDir, "certs", "signer-key.pem")
+		before, err := os.ReadFile(signerKey)
+		must(t, err)
+		cli(t, m0, "node", "demote", m1.Name)
+		waitNodes(t, m0, 2, 1)
+		eventually(t, 30*time.Second, "the demoted node's signing key removed", func() error {
+			if _, err := os.Stat(signerKey); err == nil {
+				return fmt.Errorf("%s still there", signerKey)
+			}
+			return nil
+		})
+		cli(t, m0, "node", "promote", m1.Name)
+		waitNodes(t, m0, 2, 2)
+		eventually(t, 30*time.Second, "the promoted node's new signing key", func() error {
+			after, err := os.ReadFile(signerKey)
+			if err != nil {
+				return err
+			}
+			if bytes.Equal(after, before) {
+				return fmt.Errorf("the old signing key came back")
+			}
+			return nil
+		})
+		if _, err := os.Stat(filepath.Join(m1.DataDir, "certs", "ca-key.pem")); err == nil {
+			t.Fatal("the promoted node holds the root key")
+		}
+		eventually(t, 60*time.Second, "the promoted node serves the CLI", func() error {
+			_, stderr, err := m1.CLI("--manager", m1.IP+":4280", "node", "ls")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, stderr)
+			}
+			return nil
+		})
 	})
 
 	t.Run("an expired token is refused", func(t *testing.T) {
