@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Opening the raft state on disk, and telling a damaged one from a busy one.
@@ -78,7 +79,7 @@ func classifyOpenErr(dir string, err error) error {
 	path := filepath.Join(dir, "raft.db")
 	var pathErr *fs.PathError
 	switch {
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, bolterrors.ErrTimeout):
 		return fmt.Errorf("open raft log %s: %w: another process kept it locked for %s (is another warren running on this data dir?); stop that process first, or use another --data-dir", path, ErrInUse, boltLockTimeout)
 	case errors.As(err, &pathErr):
 		// Permissions or a full disk: the data may be intact, so no
