@@ -4,19 +4,13 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/warrenorch/warren/actors/events"
-	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
-	"github.com/warrenorch/warren/store"
 	"github.com/warrenorch/warren/store/pki"
 )
 
@@ -34,41 +28,7 @@ func startSigningManager(t *testing.T) (*cluster, *pki.CA) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := signer.Issue("mgr-1", pki.RoleManager, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg, err := pki.TLSConfig(root.PEM, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys := quietSystem()
-	raftAddr := freeAddr(t)
-	st, err := store.Open(store.Config{Dir: filepath.Join(t.TempDir(), "raft"), NodeID: "mgr-1", Bind: raftAddr, Advertise: raftAddr,
-		TLS: tlsCfg, Log: zap.NewNop(), OnChange: func(sc *messages.StateChanged) { sys.EventStream.Publish(sc) }}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.WaitLeader(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sys.Root.SpawnNamed(events.NewHub("mgr-1", filepath.Join(t.TempDir(), "events.db"), zap.NewNop()), NameEvents); err != nil {
-		t.Fatal(err)
-	}
-	log := zap.NewNop()
-	if _, err := Start(sys, Config{Store: st, Log: log,
-		Leader: LeaderConfig{Store: st, Log: log, NodeDownAfter: time.Hour, ResyncEvery: time.Hour, MaxDisconnect: time.Hour},
-		API:    APIConfig{Store: st, Images: presentImages{}, NodeID: "mgr-1", CA: signer, UploadDir: t.TempDir(), Log: log},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	r, addr, err := remoting.Start(sys, remoting.Config{Host: "127.0.0.1", Port: 0, TLS: tlsCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Shutdown(false); sys.Shutdown() })
-	return &cluster{ca: signer, st: st, sys: sys, addr: addr}, root
+	return startManagerWith(t, root, signer), root
 }
 
 // verifyChain parses a PEM chain (leaf first) and verifies it against root

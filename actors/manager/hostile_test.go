@@ -65,11 +65,18 @@ func startManager(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := ca.Issue("mgr-1", pki.RoleManager, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, time.Hour)
+	return startManagerWith(t, ca, ca)
+}
+
+// startManagerWith starts the manager with a certificate from signer (the
+// root itself, or an intermediate of it) trusting root.
+func startManagerWith(t *testing.T, root, signer *pki.CA) *cluster {
+	t.Helper()
+	id, err := signer.Issue("mgr-1", pki.RoleManager, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := pki.TLSConfig(ca.PEM, id)
+	tlsCfg, err := pki.TLSConfig(root.PEM, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +97,7 @@ func startManager(t *testing.T) *cluster {
 	log := zap.NewNop()
 	if _, err := Start(sys, Config{Store: st, Log: log,
 		Leader: LeaderConfig{Store: st, Log: log, NodeDownAfter: time.Hour, ResyncEvery: time.Hour, MaxDisconnect: time.Hour},
-		API:    APIConfig{Store: st, Images: presentImages{}, NodeID: "mgr-1", CA: ca, UploadDir: t.TempDir(), Log: log},
+		API:    APIConfig{Store: st, Images: presentImages{}, NodeID: "mgr-1", CA: signer, UploadDir: t.TempDir(), Log: log},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +106,7 @@ func startManager(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Shutdown(false); sys.Shutdown() })
-	return &cluster{ca: ca, st: st, sys: sys, addr: addr}
+	return &cluster{ca: signer, st: st, sys: sys, addr: addr}
 }
 
 // peer is another process's actor system holding a certificate the
