@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/actors/host"
 	"github.com/warrenorch/warren/actors/manager"
@@ -30,6 +30,10 @@ type Options struct {
 	ConfigDir string   // default $WARREN_CONFIG_DIR or $HOME/.warren
 	Managers  []string // override the managers from the config (host:port)
 	Timeout   time.Duration
+	// Log receives each step of connecting and every request with its
+	// duration, and protoactor's own log at debug level (the CLI's
+	// --debug); nil logs nothing.
+	Log *zap.Logger
 }
 
 // Client is a connection to a cluster.
@@ -39,6 +43,8 @@ type Client struct {
 	managers []string
 	cur      int
 	timeout  time.Duration
+	tls      *tls.Config
+	log      *zap.Logger
 }
 
 // Error is an error the cluster returned.
@@ -96,35 +102,35 @@ func Dial(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DialTLS(managers, tlsCfg, opts.Timeout)
+	return dialTLS(managers, tlsCfg, opts.Timeout, opts.Log)
 }
 
-// DialTLS connects with explicit credentials. It finds the first reachable
-// manager and listens on the local address of the route to it, since that
-// is where the manager dials back with replies.
+// DialTLS connects with explicit credentials. It picks the first manager,
+// in the given order, that completes the cluster's TLS handshake (see
+// pickManager) and listens on the local address of the route to it, since
+// that is where the manager dials back with replies.
 func DialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration) (*Client, error) {
-	c := &Client{managers: managers, timeout: timeout}
-	var local string
-	var errs []error
-	for i, m := range managers {
-		conn, err := net.DialTimeout("tcp", m, time.Second)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		local = conn.LocalAddr().(*net.TCPAddr).IP.String()
-		conn.Close()
-		c.cur = i
-		break
+	return dialTLS(managers, tlsCfg, timeout, nil)
+}
+
+func dialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration, log *zap.Logger) (*Client, error) {
+	if log == nil {
+		log = zap.NewNop()
 	}
-	if local == "" {
-		return nil, fmt.Errorf("cannot reach any manager (%v): is warren running there? start it with `warren cluster init`", errors.Join(errs...))
+	c := &Client{managers: managers, timeout: timeout, log: log, tls: tlsCfg}
+	p, err := pickManager(managers, -1, tlsCfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach any manager (%v): is warren running there? start it with `warren cluster init`, or pass a live one with --manager HOST:PORT", err)
 	}
-	c.System = actor.NewActorSystem(actor.WithLoggerFactory(quietLogger))
-	r, _, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg})
+	c.cur = p.index
+	local := p.local
+	c.System = actor.NewActorSystem(actor.WithLoggerFactory(loggerFactory(log)))
+	t0 := time.Now()
+	r, addr, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg})
 	if err != nil {
 		return nil, err
 	}
+	log.Debug("endpoint started", zap.String("addr", addr), zap.Duration("took", time.Since(t0)))
 	c.remote = r
 	return c, nil
 }
@@ -147,12 +153,23 @@ func (c *Client) Request(msg any) (any, error) {
 // RequestTimeout is Request with its own timeout, for calls that take long
 // by nature (pulling and distributing images).
 func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
+	t0 := time.Now()
+	defer func() {
+		c.log.Debug("request", zap.String("type", fmt.Sprintf("%T", msg)), zap.String("manager", c.Manager()), zap.Duration("took", time.Since(t0)))
+	}()
 	res, err := c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
 	// A dead letter was never delivered (no api there: a node that is no
-	// longer a manager, or one going down), so trying the next manager
-	// cannot apply anything twice.
+	// longer a manager, or one that went down after it was picked), so
+	// another manager cannot apply anything twice. The next is picked by
+	// probing, as at Dial: a dead one costs a probe, not ten seconds of
+	// protoactor's reconnect retries.
 	for tries := 1; errors.Is(err, actor.ErrDeadLetter) && tries < len(c.managers); tries++ {
-		c.cur = (c.cur + 1) % len(c.managers)
+		p, perr := pickManager(c.managers, c.cur, c.tls, c.log)
+		if perr != nil {
+			c.log.Debug("no other manager answers", zap.Error(perr))
+			break
+		}
+		c.cur = p.index
 		res, err = c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
 	}
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/warrenorch/warren/actors/client"
 )
@@ -43,6 +45,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "config-dir", Usage: "where the cluster address and credentials are", EnvVars: []string{"WARREN_CONFIG_DIR"}, Value: client.DefaultConfigDir()},
 			&cli.StringSliceFlag{Name: "manager", Usage: "manager address HOST:PORT (overrides the config)", EnvVars: []string{"WARREN_MANAGER"}},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the cluster to answer", Value: 0},
+			&cli.BoolFlag{Name: "verbose", Usage: "print each step of reaching the cluster, with timings, on stderr", EnvVars: []string{"WARREN_VERBOSE"}},
 		},
 		OnUsageError: usageError,
 		Commands: []*cli.Command{
@@ -80,7 +83,19 @@ func dial(c *cli.Context) (*client.Client, error) {
 		ConfigDir: c.String("config-dir"),
 		Managers:  c.StringSlice("manager"),
 		Timeout:   c.Duration("timeout"),
+		Log:       verboseLog(c),
 	})
+}
+
+// verboseLog is the --verbose log on stderr (stdout stays the command's
+// output), or nil.
+func verboseLog(c *cli.Context) *zap.Logger {
+	if !c.Bool("verbose") {
+		return nil
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zap.DebugLevel))
 }
 
 // withClient runs fn with a connected client and closes it.
