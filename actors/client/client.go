@@ -126,7 +126,7 @@ func dialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration, log *
 	local := p.local
 	c.System = actor.NewActorSystem(actor.WithLoggerFactory(loggerFactory(log)))
 	t0 := time.Now()
-	r, addr, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg})
+	r, addr, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg, ConnectAttempts: 1})
 	if err != nil {
 		return nil, err
 	}

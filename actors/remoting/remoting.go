@@ -44,6 +44,11 @@ type Config struct {
 	TLS       *tls.Config
 	// Log receives refusals (who sent what that was refused, and why).
 	Log *zap.Logger
+	// ConnectAttempts bounds how often a writer tries to connect to a peer
+	// before its messages become dead letters; protoactor sleeps 2 s after
+	// each failed attempt. 0 keeps protoactor's 5. A CLI wants 1: it has
+	// other managers to try.
+	ConnectAttempts int
 }
 
 // Start configures and starts remoting on system and returns the address
@@ -75,7 +80,11 @@ func Start(system *actor.ActorSystem, cfg Config) (*remote.Remote, string, error
 	if cfg.Advertise != "" {
 		opts = append(opts, remote.WithAdvertisedHost(cfg.Advertise))
 	}
-	r := remote.NewRemote(system, remote.Configure(cfg.Host, cfg.Port, opts...))
+	rc := remote.Configure(cfg.Host, cfg.Port, opts...)
+	if cfg.ConnectAttempts > 0 {
+		rc.MaxRetryCount = cfg.ConnectAttempts
+	}
+	r := remote.NewRemote(system, rc)
 	r.Start()
 	return r, system.Address(), nil
 }
