@@ -298,8 +298,8 @@ func (c *Client) PullImage(ref string, plainHTTP bool) (string, error) {
 }
 
 // JoinToken returns the join token for a role, rotating it first if asked.
-func (c *Client) JoinToken(role messages.NodeRole, rotate bool) (*messages.JoinTokenReply, error) {
-	return typed[*messages.JoinTokenReply](c.Request(&messages.JoinTokenRequest{Role: role, Rotate: rotate}))
+func (c *Client) JoinToken(req *messages.JoinTokenRequest) (*messages.JoinTokenReply, error) {
+	return typed[*messages.JoinTokenReply](c.Request(req))
 }
 
 // UpdateNode changes a node's availability and labels.

@@ -243,13 +243,9 @@ func clusterJoinToken(c *cli.Context, cl *client.Client) error {
 	if c.IsSet("ttl") && ttl < time.Second {
 		return fmt.Errorf("--ttl %v is too short: give at least 1s, or omit it for a token that does not expire", ttl)
 	}
-	res, err := cl.Request(&messages.JoinTokenRequest{Role: role, Rotate: c.Bool("rotate"), TtlSeconds: int64((ttl + time.Second - 1) / time.Second)})
+	r, err := cl.JoinToken(&messages.JoinTokenRequest{Role: role, Rotate: c.Bool("rotate"), TtlSeconds: int64((ttl + time.Second - 1) / time.Second)})
 	if err != nil {
 		return err
-	}
-	r, ok := res.(*messages.JoinTokenReply)
-	if !ok {
-		return fmt.Errorf("unexpected reply %T to a join token request: is the manager the same warren version?", res)
 	}
 	if c.Bool("quiet") {
 		fmt.Println(r.Token)
