@@ -337,6 +337,61 @@ func TestHostilePeer(t *testing.T) {
 		}
 	})
 
+	// Hole 3's "keep a dead node up": wrk-2 is down; a heartbeat in its
+	// name from wrk-1 must not bring it back.
+	t.Run("worker keeps another, down, node up", func(t *testing.T) {
+		n := c.st.State.Node("wrk-2")
+		n.Status = &messages.NodeStatus{State: messages.NodeState_NODE_STATE_DOWN, Message: "no heartbeat (test)"}
+		if r, err := c.st.Apply(&messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n}}}, 5*time.Second); err != nil || r.Error != nil {
+			t.Fatalf("mark wrk-2 down: %v %v", err, r.GetError())
+		}
+		// Its task is replaced on wrk-1: wait until the state is still.
+		for last := uint64(0); last != c.st.State.Index(); {
+			last = c.st.State.Index()
+			time.Sleep(500 * time.Millisecond)
+		}
+		before := snapshot(t, c)
+		for _, target := range []string{NameAPI, NameLeader, NameLeader + "/nodes/wrk-2"} {
+			worker.send(target, &messages.Heartbeat{NodeId: "wrk-2"})
+		}
+		control(t)
+		time.Sleep(100 * time.Millisecond)
+		if after := snapshot(t, c); after != before {
+			t.Fatalf("state changed:\nbefore %s\nafter  %s", before, after)
+		}
+	})
+
+	// Hole 7: events attributed to anyone. Only managers may send events to
+	// a hub; a local subscriber sees none of the peers' forged ones, and
+	// does see one published on the node itself (the control).
+	t.Run("peers cannot forge events", func(t *testing.T) {
+		got := make(chan string, 64)
+		collector := c.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+			if ev, ok := ctx.Message().(*messages.Event); ok {
+				got <- ev.Type
+			}
+		}))
+		if _, err := c.sys.Root.RequestFuture(actor.NewPID(c.sys.Address(), NameEvents),
+			&messages.SubscribeEvents{Subscriber: collector, TypePrefixes: []string{"forged"}}, 5*time.Second).Result(); err != nil {
+			t.Fatal(err)
+		}
+		for _, from := range []*peer{worker, admin} {
+			for i := 0; i < 10; i++ {
+				from.send(NameEvents, &messages.Event{Type: "forged.by-peer", Node: "mgr-1", Message: strings.Repeat("x", 1<<20)})
+			}
+		}
+		control(t)
+		c.sys.EventStream.Publish(&messages.Event{Type: "forged.control"})
+		select {
+		case typ := <-got:
+			if typ != "forged.control" {
+				t.Fatalf("the hub took a peer's event %q", typ)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the control event did not arrive")
+		}
+	})
+
 	// Hole 1's second half: after all that the worker's certificate
 	// request still gets a worker certificate and no key.
 	t.Run("certificate request gets the state's role", func(t *testing.T) {
