@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warrenorch/warren/actors/host"
+	"github.com/warrenorch/warren/actors/client"
 	"github.com/warrenorch/warren/e2e/cluster"
 )
 
@@ -19,7 +19,7 @@ import (
 // order given (the one about to die first).
 func userConfig(t *testing.T, src *cluster.Host, dir string, managers ...string) {
 	t.Helper()
-	cfg, err := host.LoadClientConfig(src.ConfigDir)
+	cfg, err := client.LoadConfig(src.ConfigDir)
 	must(t, err)
 	for id, e := range cfg.Clusters {
 		cdir := filepath.Join(dir, "clusters", id)
@@ -36,7 +36,7 @@ func userConfig(t *testing.T, src *cluster.Host, dir string, managers ...string)
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, host.ConfigFile), b, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, client.ConfigFile), b, 0o600))
 }
 
 // hostCLI runs the real CLI inside on (its network, mount and pid

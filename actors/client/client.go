@@ -18,8 +18,6 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"go.uber.org/zap"
 
-	"github.com/warrenorch/warren/actors/host"
-	"github.com/warrenorch/warren/actors/manager"
 	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store/pki"
@@ -72,7 +70,7 @@ func Dial(opts Options) (*Client, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second // above the api's write and image-check bounds
 	}
-	cfg, err := host.LoadClientConfig(opts.ConfigDir)
+	cfg, err := LoadConfig(opts.ConfigDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no cluster configured in %s: run `warren cluster init` on this machine, or copy the config dir from a manager (or set WARREN_CONFIG_DIR)", opts.ConfigDir)
@@ -81,7 +79,7 @@ func Dial(opts Options) (*Client, error) {
 	}
 	entry := cfg.Clusters[cfg.Current]
 	if entry == nil {
-		return nil, fmt.Errorf("%s names no current cluster: run `warren cluster init` again", filepath.Join(opts.ConfigDir, host.ConfigFile))
+		return nil, fmt.Errorf("%s names no current cluster: run `warren cluster init` again", filepath.Join(opts.ConfigDir, ConfigFile))
 	}
 	managers := entry.Managers
 	if len(opts.Managers) > 0 {
@@ -157,7 +155,7 @@ func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
 	defer func() {
 		c.log.Debug("request", zap.String("type", fmt.Sprintf("%T", msg)), zap.String("manager", c.Manager()), zap.Duration("took", time.Since(t0)))
 	}()
-	res, err := c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
+	res, err := c.System.Root.RequestFuture(actor.NewPID(c.Manager(), remoting.ActorAPI), msg, timeout).Result()
 	// A dead letter was never delivered (no api there: a node that is no
 	// longer a manager, or one that went down after it was picked), so
 	// another manager cannot apply anything twice. The next is picked by
@@ -170,7 +168,7 @@ func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
 			break
 		}
 		c.cur = p.index
-		res, err = c.System.Root.RequestFuture(actor.NewPID(c.Manager(), manager.NameAPI), msg, timeout).Result()
+		res, err = c.System.Root.RequestFuture(actor.NewPID(c.Manager(), remoting.ActorAPI), msg, timeout).Result()
 	}
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
@@ -333,7 +331,7 @@ func (c *Client) RememberManagers(configDir string) error {
 	if err != nil {
 		return err
 	}
-	return host.AddManagers(configDir, r.Cluster.GetClusterId(), r.ManagerAddrs)
+	return AddManagers(configDir, r.Cluster.GetClusterId(), r.ManagerAddrs)
 }
 
 // DebugCrash makes a named actor panic (nodes started with --enable-debug).

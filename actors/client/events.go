@@ -6,7 +6,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/warrenorch/warren/actors/manager"
+	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
 )
 
@@ -40,7 +40,7 @@ func (w *watcher) Receive(ctx actor.Context) {
 // drops it if this process goes away.
 func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(*messages.Event) error) error {
 	ch := make(chan *messages.Event, 1024)
-	hub := actor.NewPID(c.Manager(), manager.NameEvents)
+	hub := actor.NewPID(c.Manager(), remoting.ActorEvents)
 	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch, hub: hub} }), "watch-"+messages.NewID()[:8])
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
-	"github.com/warrenorch/warren/actors/manager"
 	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store/pki"
@@ -179,7 +178,7 @@ func TestRequestAfterSilentManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Shutdown(false)
-	if _, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return api{} }), manager.NameAPI); err != nil {
+	if _, err := sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return api{} }), remoting.ActorAPI); err != nil {
 		t.Fatal(err)
 	}
 	for _, first := range []string{"refused", "silent"} {

@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warrenorch/warren/actors/client"
 	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/actors/manager"
 	"github.com/warrenorch/warren/actors/remoting"
@@ -422,7 +423,7 @@ func (n *Node) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, managers, ca.PEM, admin); err != nil {
+		if err := client.SaveAdminCredentials(cfg.ConfigDir, nf.ClusterID, managers, ca.PEM, admin); err != nil {
 			return fmt.Errorf("write CLI credentials to %s: %w", cfg.ConfigDir, err)
 		}
 	}

@@ -8,16 +8,20 @@
 // lost across a leadership change.
 package manager
 
-import "time"
+import (
+	"time"
+
+	"github.com/warrenorch/warren/actors/remoting"
+)
 
 // Well-known actor names; PIDs on any manager are {address, name}.
 const (
 	NameManager = "manager"
 	NameStore   = "manager/store"
-	NameAPI     = "manager/api"
+	NameAPI     = remoting.ActorAPI
 	NameLeader  = "manager/leader"
 	NameAgent   = "agent"
-	NameEvents  = "events"
+	NameEvents  = remoting.ActorEvents
 )
 
 // proposeTimeout bounds a raft apply; a write that cannot commit within it

@@ -6,6 +6,13 @@ import (
 	"github.com/warrenorch/warren/store/pki"
 )
 
+// Actor ids that other processes address: the api every manager serves and
+// the events hub every node runs. A client needs nothing else of a node.
+const (
+	ActorAPI    = "manager/api"
+	ActorEvents = "events"
+)
+
 // Targets that rules name besides plain actor ids.
 const (
 	// TargetAny is every actor.
@@ -62,13 +69,13 @@ var (
 var Rules = []Rule{
 	{Role: pki.RoleManager, Target: TargetAny, Types: []string{TypeAny},
 		Whose: "any: managers run the cluster (store proposals, pushes, forwarding, supervision)"},
-	{Role: pki.RoleWorker, Target: "manager/api", Types: nodeProtocol,
+	{Role: pki.RoleWorker, Target: ActorAPI, Types: nodeProtocol,
 		Whose: "its own node only: the node id in the message must be the certificate's; its role comes from the state, never the message"},
 	{Role: pki.RoleWorker, Target: TargetFuture, Types: []string{"warren.v1.ImportImageReply", "actor.DeadLetterResponse"},
 		Whose: "answers to requests a manager sent it"},
-	{Role: pki.RoleAdmin, Target: "manager/api", Types: adminAPI,
+	{Role: pki.RoleAdmin, Target: ActorAPI, Types: adminAPI,
 		Whose: "the whole cluster"},
-	{Role: pki.RoleAdmin, Target: "events", Types: adminEvents,
+	{Role: pki.RoleAdmin, Target: ActorEvents, Types: adminEvents,
 		Whose: "its subscriptions: a subscriber or watcher it names must be an actor outside the receiving node"},
 	{Role: pki.RoleAdmin, Target: TargetFuture, Types: []string{"actor.DeadLetterResponse"},
 		Whose: "answers to requests a manager sent it"},

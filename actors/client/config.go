@@ -1,4 +1,4 @@
-package host
+package client
 
 import (
 	"encoding/json"
@@ -10,10 +10,10 @@ import (
 	"github.com/warrenorch/warren/store/pki"
 )
 
-// ClientConfig is what the CLI reads from its config dir ($HOME/.warren):
+// Config is what the CLI reads from its config dir ($HOME/.warren):
 // the current cluster, and per cluster its managers and admin credentials
 // under clusters/<id>/, so joining another cluster never overwrites these.
-type ClientConfig struct {
+type Config struct {
 	Current  string                   `json:"current"`
 	Clusters map[string]*ClusterEntry `json:"clusters"`
 }
@@ -27,16 +27,16 @@ type ClusterEntry struct {
 // ConfigFile is the config's file name inside the config dir.
 const ConfigFile = "config.json"
 
-// LoadClientConfig reads dir/config.json.
-func LoadClientConfig(dir string) (*ClientConfig, error) {
+// LoadConfig reads dir/config.json.
+func LoadConfig(dir string) (*Config, error) {
 	data, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return &ClientConfig{Clusters: map[string]*ClusterEntry{}}, err
+		return &Config{Clusters: map[string]*ClusterEntry{}}, err
 	}
 	if err != nil {
 		return nil, err
 	}
-	c := &ClientConfig{}
+	c := &Config{}
 	if err := json.Unmarshal(data, c); err != nil {
 		return nil, fmt.Errorf("%s is damaged (%v): run `warren cluster init` again on the manager, or fix the file", filepath.Join(dir, ConfigFile), err)
 	}
@@ -59,7 +59,7 @@ func SaveAdminCredentials(dir, clusterID string, managers []string, caPEM []byte
 	if err := admin.Save(cdir, "admin"); err != nil {
 		return err
 	}
-	c, err := LoadClientConfig(dir)
+	c, err := LoadConfig(dir)
 	if c == nil {
 		return err // damaged: never overwrite silently
 	}
@@ -73,7 +73,7 @@ func SaveAdminCredentials(dir, clusterID string, managers []string, caPEM []byte
 	// leads), then the others already known.
 	merged := append([]string{}, managers...)
 	for _, m := range e.Managers {
-		if !contains(merged, m) {
+		if !containsAddr(merged, m) {
 			merged = append(merged, m)
 		}
 	}
@@ -86,7 +86,7 @@ func SaveAdminCredentials(dir, clusterID string, managers []string, caPEM []byte
 	return pki.WriteFile(filepath.Join(dir, ConfigFile), append(data, '\n'))
 }
 
-func contains(xs []string, x string) bool {
+func containsAddr(xs []string, x string) bool {
 	for _, v := range xs {
 		if v == x {
 			return true
@@ -98,7 +98,7 @@ func contains(xs []string, x string) bool {
 // AddManagers records manager addresses for a known cluster (no-op when
 // nothing is new).
 func AddManagers(dir, clusterID string, managers []string) error {
-	c, err := LoadClientConfig(dir)
+	c, err := LoadConfig(dir)
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func AddManagers(dir, clusterID string, managers []string) error {
 	}
 	changed := false
 	for _, m := range managers {
-		if m != "" && !contains(e.Managers, m) {
+		if m != "" && !containsAddr(e.Managers, m) {
 			e.Managers = append(e.Managers, m)
 			changed = true
 		}
