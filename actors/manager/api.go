@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/warrenorch/warren/actors/blocking"
 	"github.com/warrenorch/warren/actors/remoting"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/runtime"
@@ -378,23 +379,17 @@ const imageTimeout = 60 * time.Second
 // rejected. The check (which may pull) runs off the mailbox, so the api
 // keeps answering meanwhile.
 func (a *apiActor) withImage(ctx actor.Context, ref string, then func()) {
-	f := actor.NewFuture(ctx.ActorSystem(), imageTimeout+5*time.Second)
-	root, pid := ctx.ActorSystem().Root, f.PID()
-	go func() {
+	images := a.cfg.Images
+	blocking.Do(ctx, imageTimeout+5*time.Second, func() (struct{}, error) {
 		c, cancel := context.WithTimeout(context.Background(), imageTimeout)
 		defer cancel()
-		root.Send(pid, &messages.Error{Message: errString(a.cfg.Images.EnsureImage(c, ref))})
-	}()
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if e, _ := res.(*messages.Error); err == nil && e != nil && e.Message == "" {
-			then()
+		return struct{}{}, images.EnsureImage(c, ref)
+	}, func(_ struct{}, err error) {
+		if err != nil {
+			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %v", ref, err)})
 			return
 		}
-		why := errString(err)
-		if e, _ := res.(*messages.Error); e != nil && e.Message != "" {
-			why = e.Message
-		}
-		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "image %s is not available: %s", ref, why)})
+		then()
 	})
 }
 
@@ -405,31 +400,18 @@ func (a *apiActor) pull(ctx actor.Context, m *messages.PullImageRequest) {
 		ctx.Respond(&messages.PullImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
 		return
 	}
-	f := actor.NewFuture(ctx.ActorSystem(), imageTimeout+5*time.Second)
-	root, pid := ctx.ActorSystem().Root, f.PID()
-	go func() {
+	images, plain := a.cfg.Images, m.PlainHttp
+	blocking.Do(ctx, imageTimeout+5*time.Second, func() (struct{}, error) {
 		c, cancel := context.WithTimeout(context.Background(), imageTimeout)
 		defer cancel()
-		root.Send(pid, &messages.Error{Message: errString(a.cfg.Images.PullImage(c, ref, runtime.PullOptions{PlainHTTP: m.PlainHttp}))})
-	}()
-	ctx.ReenterAfter(f, func(res any, err error) {
-		why := errString(err)
-		if e, _ := res.(*messages.Error); e != nil {
-			why = e.Message
-		}
-		if why != "" {
-			ctx.Respond(&messages.PullImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "pull %s: %s", ref, why)})
+		return struct{}{}, images.PullImage(c, ref, runtime.PullOptions{PlainHTTP: plain})
+	}, func(_ struct{}, err error) {
+		if err != nil {
+			ctx.Respond(&messages.PullImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "pull %s: %v", ref, err)})
 			return
 		}
 		ctx.Respond(&messages.PullImageReply{Image: ref})
 	})
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 func (a *apiActor) updateService(ctx actor.Context, m *messages.UpdateServiceRequest) {
@@ -543,27 +525,25 @@ func (a *apiActor) importChunk(ctx actor.Context, m *messages.ImportImageChunk) 
 			peers = append(peers, n.Description.GetAddr())
 		}
 	}
-	fut := actor.NewFuture(ctx.ActorSystem(), 10*time.Minute)
-	root, pid := ctx.ActorSystem().Root, fut.PID()
-	go func() {
+	root, images := ctx.ActorSystem().Root, a.cfg.Images
+	blocking.Do(ctx, 10*time.Minute, func() (*messages.ImportImageReply, error) {
 		defer func() { f.Close(); os.Remove(f.Name()) }()
 		reply := &messages.ImportImageReply{}
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "read upload: %v", err)
-		} else if reply.Images, err = a.cfg.Images.ImportImage(c, f); err != nil {
+		} else if reply.Images, err = images.ImportImage(c, f); err != nil {
 			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_INVALID, "import image: %v (expected an OCI layout or docker save tarball)", err)
 		} else if errs := sendImage(root, f, peers); len(errs) > 0 {
 			reply.Error = errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "imported here but on %d of %d other nodes it failed: %s; import again once they are up", len(errs), len(peers), strings.Join(errs, "; "))
 		}
-		root.Send(pid, reply)
-	}()
-	ctx.ReenterAfter(fut, func(res any, err error) {
+		return reply, nil
+	}, func(reply *messages.ImportImageReply, err error) {
 		if err != nil {
-			res = &messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "import: %v", err)}
+			reply = &messages.ImportImageReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "import: %v", err)}
 		}
-		ctx.Respond(res)
+		ctx.Respond(reply)
 	})
 }
 
@@ -731,12 +711,10 @@ func (a *apiActor) after(ctx actor.Context, d time.Duration, fn func()) {
 }
 
 func (a *apiActor) demoteSelf(ctx actor.Context) {
-	f := actor.NewFuture(ctx.ActorSystem(), 15*time.Second)
-	root, pid, st := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
-	go func() { root.Send(pid, &messages.Error{Message: errString(st.TransferLeadership())}) }()
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v %s", err, e.GetMessage())})
+	st := a.cfg.Store
+	blocking.Do(ctx, 15*time.Second, func() (struct{}, error) { return struct{}{}, st.TransferLeadership() }, func(_ struct{}, err error) {
+		if err != nil {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v", err)})
 			return
 		}
 		// Wait until this follower knows the new leader, then forward.

@@ -1,7 +1,7 @@
 package manager
 
 import (
-	"fmt"
+	"github.com/warrenorch/warren/actors/blocking"
 	"github.com/warrenorch/warren/actors/events"
 	"strings"
 	"time"
@@ -297,17 +297,14 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 			return
 		}
 		a.adding[m.NodeId] = true
-		f := actor.NewFuture(ctx.ActorSystem(), 20*time.Second)
-		root, pid, st := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
-		go func() {
-			err := st.AddVoter(m.NodeId, m.Description.GetRaftAddr(), 15*time.Second)
-			root.Send(pid, &messages.Error{Message: errString(err)})
-		}()
-		ctx.ReenterAfter(f, func(res any, err error) {
+		st, raftAddr := a.cfg.Store, m.Description.GetRaftAddr()
+		blocking.Do(ctx, 20*time.Second, func() (struct{}, error) {
+			return struct{}{}, st.AddVoter(m.NodeId, raftAddr, 15*time.Second)
+		}, func(_ struct{}, err error) {
 			delete(a.adding, m.NodeId)
-			if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
-				a.cfg.Log.Warn("add manager to raft", zap.String("node", m.NodeId), zap.String("error", fmt.Sprint(err, e.GetMessage())))
-				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "add manager to raft: %v %s", err, e.GetMessage())})
+			if err != nil {
+				a.cfg.Log.Warn("add manager to raft", zap.String("node", m.NodeId), zap.Error(err))
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "add manager to raft: %v", err)})
 				return
 			}
 			a.cfg.Log.Info("manager added to raft", zap.String("node", m.NodeId), zap.String("raft", m.Description.GetRaftAddr()))
@@ -441,12 +438,10 @@ func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "node %s leads right now: run the command again", m.Node)})
 		return
 	}
-	f := actor.NewFuture(ctx.ActorSystem(), 20*time.Second)
-	root, pid, s := ctx.ActorSystem().Root, f.PID(), a.cfg.Store
-	go func() { root.Send(pid, &messages.Error{Message: errString(s.RemoveServer(n.Id, 15*time.Second))}) }()
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if e, _ := res.(*messages.Error); err != nil || e == nil || e.Message != "" {
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "remove from raft: %v %s", err, e.GetMessage())})
+	rs := a.cfg.Store
+	blocking.Do(ctx, 20*time.Second, func() (struct{}, error) { return struct{}{}, rs.RemoveServer(n.Id, 15*time.Second) }, func(_ struct{}, err error) {
+		if err != nil {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "remove from raft: %v", err)})
 			return
 		}
 		n.Spec.Role = messages.NodeRole_NODE_ROLE_WORKER

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warrenorch/warren/actors/blocking"
 	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/runtime"
@@ -255,20 +256,33 @@ func (a *agent) importChunk(ctx actor.Context, m *messages.ImportImageChunk) {
 		ctx.Respond(&messages.ImportImageReply{})
 		return
 	}
-	defer func() { f.Close(); os.Remove(f.Name()); delete(a.uploads, m.UploadId) }()
-	if _, err := f.Seek(0, 0); err != nil {
-		fail("read upload: %v", err)
-		return
-	}
-	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	imgs, err := a.cfg.Runtime.ImportImage(c, f)
-	if err != nil {
-		fail("import image: %v", err)
-		return
-	}
-	ctx.Respond(&messages.ImportImageReply{Images: imgs})
+	// The import may take minutes: it runs off the mailbox, so heartbeats
+	// and assignments go on meanwhile. The goroutine owns the file now.
+	delete(a.uploads, m.UploadId)
+	rt := a.cfg.Runtime
+	blocking.Do(ctx, importTimeout+time.Minute, func() ([]string, error) {
+		defer func() { f.Close(); os.Remove(f.Name()) }()
+		if _, err := f.Seek(0, 0); err != nil {
+			return nil, fmt.Errorf("read upload: %w", err)
+		}
+		c, cancel := context.WithTimeout(context.Background(), importTimeout)
+		defer cancel()
+		imgs, err := rt.ImportImage(c, f)
+		if err != nil {
+			return nil, fmt.Errorf("import image: %w", err)
+		}
+		return imgs, nil
+	}, func(imgs []string, err error) {
+		if err != nil {
+			ctx.Respond(&messages.ImportImageReply{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_INTERNAL, Message: err.Error()}})
+			return
+		}
+		ctx.Respond(&messages.ImportImageReply{Images: imgs})
+	})
 }
+
+// importTimeout bounds one image import into this node's containerd.
+const importTimeout = 5 * time.Minute
 
 type heartbeatTick struct{}
 
