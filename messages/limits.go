@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"golang.org/x/net/http/httpguts"
 	"math"
 	"net/url"
 	"path"
@@ -359,20 +360,6 @@ func checkVolumes(errs *[]string, vols []*VolumeMount) {
 	}
 }
 
-// isToken: an HTTP header name (RFC 9110 token).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
 func checkHealthCheck(errs *[]string, hc *HealthCheck) {
 	if hc == nil {
 		return
@@ -395,7 +382,7 @@ func checkHealthCheck(errs *[]string, hc *HealthCheck) {
 	total := 0
 	for k, v := range hc.HttpHeaders {
 		total += len(k) + len(v)
-		if !isToken(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			*errs = append(*errs, fmt.Sprintf("health check header name %s is not an HTTP header name: use letters, digits and '-', e.g. X-Probe", short(k)))
 		}
 		// Header values may hold tab but never CR, LF or NUL (RFC 9110
