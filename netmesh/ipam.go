@@ -58,8 +58,9 @@ func taskAddrCount(p netip.Prefix) int {
 	return 1<<(32-p.Bits()) - 3
 }
 
-// isTaskAddr reports whether a may be leased to a task in subnet p.
-func isTaskAddr(p netip.Prefix, a netip.Addr) bool {
+// IsTaskAddr reports whether a may be leased to a task in subnet p: not
+// its network, gateway or broadcast address.
+func IsTaskAddr(p netip.Prefix, a netip.Addr) bool {
 	return p.Contains(a) && a != p.Masked().Addr() && a != gatewayOf(p) && a != broadcastOf(p)
 }
 

@@ -83,7 +83,7 @@ func TestSubnetAddresses(t *testing.T) {
 				t.Errorf("task addresses = %d, want %d", got, tc.count)
 			}
 			for _, a := range []netip.Addr{p.Addr(), gatewayOf(p), broadcastOf(p)} {
-				if isTaskAddr(p, a) {
+				if IsTaskAddr(p, a) {
 					t.Errorf("%s must not be a task address", a)
 				}
 			}

@@ -100,7 +100,7 @@ func (s *leaseStore) acquire(taskID string, subnet netip.Prefix, now time.Time) 
 			if err != nil {
 				return err
 			}
-			if isTaskAddr(subnet, old.IP) {
+			if IsTaskAddr(subnet, old.IP) {
 				l = old
 				return nil
 			}

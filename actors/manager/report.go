@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/netmesh"
 )
 
 // Bounds on what a node may say about a task; longer texts are cut, not
@@ -58,14 +59,7 @@ func TaskAddrOK(subnet, ip string) error {
 	if !pfx.Contains(addr) {
 		return fmt.Errorf("task address %s is outside the node's task subnet %s", ip, pfx)
 	}
-	// The network address, the bridge gateway (first host) and the
-	// broadcast address are the node's, never a task's.
-	first := pfx.Addr()
-	b := first.As4()
-	host := uint32(1)<<(32-pfx.Bits()) - 1
-	v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
-	last := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	if addr == first || addr == first.Next() || addr == last {
+	if !netmesh.IsTaskAddr(pfx, addr) {
 		return fmt.Errorf("task address %s is the network, gateway or broadcast address of %s", ip, pfx)
 	}
 	return nil
