@@ -145,14 +145,9 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 			errs = append(errs, fmt.Sprintf("health check path %q must start with /", hc.HttpPath))
 		}
 	}
-	// Refused until a node can honour them: a secret accepted and never
-	// mounted would look protected and be missing.
-	if len(s.Secrets) > 0 {
-		errs = append(errs, "secrets are not supported yet: remove them from the spec")
-	}
-	if len(s.Volumes) > 0 {
-		errs = append(errs, "volumes are not supported yet: remove them from the spec")
-	}
+	// Refused until something honours them (unbuilt.go): a secret accepted
+	// and never mounted would look protected and be missing.
+	errs = append(errs, refuseUnbuilt(s)...)
 	errs = append(errs, validateIsolation(s)...)
 	errs = append(errs, validateLimits(s)...)
 	if err := ValidatePublishedPorts(s, DefaultReservedPorts()); err != nil {

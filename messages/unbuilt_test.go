@@ -1,0 +1,89 @@
+package messages
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// TestEverySpecFieldDecided fails when a ServiceSpec field is neither built
+// nor refused: add it to specFieldStatus, saying which.
+func TestEverySpecFieldDecided(t *testing.T) {
+	seen := map[string]bool{}
+	var walk func(prefix string, md protoreflect.MessageDescriptor)
+	walk = func(prefix string, md protoreflect.MessageDescriptor) {
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			path := prefix + string(fd.Name())
+			if _, ok := specFieldStatus[path]; ok {
+				seen[path] = true
+				continue // decided as a whole (e.g. refused with everything under it)
+			}
+			if fd.Kind() == protoreflect.MessageKind && !fd.IsMap() {
+				walk(path+".", fd.Message())
+				continue
+			}
+			t.Errorf("spec field %q is neither built nor refused: add it to specFieldStatus in unbuilt.go", path)
+		}
+	}
+	walk("", (&ServiceSpec{}).ProtoReflect().Descriptor())
+	for path := range specFieldStatus {
+		if !seen[path] {
+			t.Errorf("specFieldStatus names %q, which ServiceSpec does not have", path)
+		}
+	}
+}
+
+// TestUnbuiltFieldsRefused sets each refused field, alone, on a valid spec
+// and expects exactly its error; the zero value (and an empty message) is
+// accepted, since a client that sends defaults asks for nothing.
+func TestUnbuiltFieldsRefused(t *testing.T) {
+	valid := func() *ServiceSpec { return &ServiceSpec{Name: "web", Image: "demo:v1", Replicas: 1} }
+	tests := []struct {
+		name    string
+		mutate  func(*ServiceSpec)
+		wantErr string // "" means valid
+	}{
+		{"start-first order is built", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Order: UpdateOrder_UPDATE_ORDER_START_FIRST}
+		}, ""},
+		{"empty update config", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{} }, ""},
+		{"empty rollback config", func(s *ServiceSpec) { s.RollbackConfig = &UpdateConfig{} }, ""},
+		{"rolling strategy is the zero value", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_ROLLING}
+		}, ""},
+		{"canary strategy", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_CANARY}
+		}, "update strategy is not supported yet"},
+		{"parallelism", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{Parallelism: 2} }, "update parallelism is not supported yet"},
+		{"delay", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{DelayMs: 5000} }, "update delay is not supported yet"},
+		{"failure action", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{FailureAction: FailureAction_FAILURE_ACTION_ROLLBACK}
+		}, "update failure action is not supported yet"},
+		{"monitor", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MonitorMs: 1} }, "update monitor is not supported yet"},
+		{"failure ratio", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MaxFailureRatio: 0.2} }, "update max failure ratio is not supported yet"},
+		{"canary steps", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{CanarySteps: []uint32{10, 100}} }, "canary steps are not supported yet"},
+		{"rollback config", func(s *ServiceSpec) { s.RollbackConfig = &UpdateConfig{Parallelism: 1} }, "rollback config is not supported yet"},
+		{"secret", func(s *ServiceSpec) { s.Secrets = []*SecretRef{{SecretName: "db"}} }, "secrets are not supported yet: remove them from the spec"},
+		{"volume", func(s *ServiceSpec) { s.Volumes = []*VolumeMount{{Source: "data", Target: "/data"}} }, "volumes are not supported yet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := valid()
+			tt.mutate(s)
+			err := ValidateServiceSpec(s)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("ValidateServiceSpec: %v", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("ValidateServiceSpec accepted the spec; want %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("ValidateServiceSpec = %v; want %q", err, tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), "remove"):
+				t.Fatalf("error %q does not say what to do", err)
+			}
+		})
+	}
+}
