@@ -479,7 +479,7 @@ func (n *Node) startManager(ctx context.Context, ca *pki.CA, id *pki.Identity, t
 	// a leader serves nobody until its state is caught up, so no reader
 	// sees the empty state of a node that is still replaying.
 	if n.st.IsLeader() {
-		if err := n.st.Barrier(30 * time.Second); err != nil {
+		if err := manager.Barrier(sys, 30*time.Second); err != nil {
 			return fmt.Errorf("catch up with the raft log: %w", err)
 		}
 	} else if err := n.st.WaitReplayed(10 * time.Second); err != nil {
@@ -833,7 +833,7 @@ func (n *Node) Stop() {
 	if n.st != nil {
 		// Hand leadership over first: the others need not wait out an
 		// election timeout for a planned stop.
-		if err := n.st.TransferLeadership(); err != nil {
+		if err := manager.TransferLeadership(n.system, 20*time.Second); err != nil {
 			n.cfg.Log.Warn("leadership transfer", zap.Error(err))
 		}
 	}

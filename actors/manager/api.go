@@ -125,7 +125,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	st := a.cfg.Store.State
 	switch m := msg.(type) {
 	case *messages.ClusterInfoRequest:
-		ctx.Respond(a.clusterInfo())
+		a.clusterInfo(ctx)
 	case *messages.CreateServiceRequest:
 		a.createService(ctx, m)
 	case *messages.UpdateServiceRequest:
@@ -216,7 +216,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		// Demoting the leader: hand leadership over here first (the leader
 		// actor stops the moment leadership moves), then let the new
 		// leader do it.
-		if n := a.findNode(m.Node); n != nil && n.Id == a.cfg.NodeID && a.cfg.Store.IsLeader() && a.otherVoters() {
+		if n := a.findNode(m.Node); n != nil && n.Id == a.cfg.NodeID && a.cfg.Store.IsLeader() {
 			a.demoteSelf(ctx)
 			return
 		}
@@ -310,17 +310,22 @@ func (a *apiActor) toLeader(ctx actor.Context) {
 	}
 }
 
-func (a *apiActor) clusterInfo() *messages.ClusterInfoReply {
-	st := a.cfg.Store.State
-	r := &messages.ClusterInfoReply{Cluster: st.Cluster(), Index: st.Index(), Version: a.cfg.Version, NodeId: a.cfg.NodeID}
-	r.Cluster.WorkerToken, r.Cluster.ManagerToken = "", "" // `cluster join-token` shows them, to admins
-	if servers, err := a.cfg.Store.Servers(); err == nil {
-		for _, sv := range servers {
+func (a *apiActor) clusterInfo(ctx actor.Context) {
+	askMembership(ctx, &listServers{}, 5*time.Second, func(m *membershipReply) {
+		r := a.clusterInfoReply()
+		for _, sv := range m.servers {
 			if sv.Voter {
 				r.RaftVoters = append(r.RaftVoters, sv.ID)
 			}
 		}
-	}
+		ctx.Respond(r)
+	})
+}
+
+func (a *apiActor) clusterInfoReply() *messages.ClusterInfoReply {
+	st := a.cfg.Store.State
+	r := &messages.ClusterInfoReply{Cluster: st.Cluster(), Index: st.Index(), Version: a.cfg.Version, NodeId: a.cfg.NodeID}
+	r.Cluster.WorkerToken, r.Cluster.ManagerToken = "", "" // `cluster join-token` shows them, to admins
 	_, r.LeaderId = a.cfg.Store.Leader()
 	nodes := st.Nodes()
 	r.Nodes = uint32(len(nodes))
@@ -712,8 +717,12 @@ func (a *apiActor) after(ctx actor.Context, d time.Duration, fn func()) {
 
 func (a *apiActor) demoteSelf(ctx actor.Context) {
 	st := a.cfg.Store
-	blocking.Do(ctx, 15*time.Second, func() (struct{}, error) { return struct{}{}, st.TransferLeadership() }, func(_ struct{}, err error) {
-		if err != nil {
+	askMembership(ctx, &transferLeadership{}, transferTimeout+time.Second, func(r *membershipReply) {
+		if errors.Is(r.err, errOnlyVoter) || errors.Is(r.err, errNotLeading) {
+			a.toLeader(ctx) // the leader refuses demoting the last voter, with the reason
+			return
+		}
+		if err := r.err; err != nil {
 			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "hand over leadership: %v", err)})
 			return
 		}
@@ -821,20 +830,4 @@ func protoOf(p *messages.PortConfig) string {
 		return "tcp"
 	}
 	return p.Protocol
-}
-
-// otherVoters reports whether raft has voters besides this manager (the
-// leader actor refuses demoting the last one, with the reason).
-func (a *apiActor) otherVoters() bool {
-	servers, err := a.cfg.Store.Servers()
-	if err != nil {
-		return false
-	}
-	n := 0
-	for _, s := range servers {
-		if s.Voter && s.ID != a.cfg.NodeID {
-			n++
-		}
-	}
-	return n > 0
 }

@@ -18,10 +18,12 @@ import (
 const (
 	NameManager = "manager"
 	NameStore   = "manager/store"
-	NameAPI     = remoting.ActorAPI
-	NameLeader  = "manager/leader"
-	NameAgent   = "agent"
-	NameEvents  = remoting.ActorEvents
+	// NameMembership owns raft membership (membership.go).
+	NameMembership = "manager/membership"
+	NameAPI        = remoting.ActorAPI
+	NameLeader     = "manager/leader"
+	NameAgent      = "agent"
+	NameEvents     = remoting.ActorEvents
 )
 
 // proposeTimeout bounds a raft apply; a write that cannot commit within it

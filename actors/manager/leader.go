@@ -1,8 +1,7 @@
 package manager
 
 import (
-	"github.com/warrenorch/warren/actors/blocking"
-	"github.com/warrenorch/warren/actors/events"
+	"errors"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store"
 )
@@ -40,7 +40,10 @@ type leaderActor struct {
 	cfg      LeaderConfig
 	services map[string]*actor.PID
 	nodes    map[string]*actor.PID
-	adding   map[string]bool // managers being added to raft
+	// caughtUp completes when the barrier of Started has; ready is set
+	// then, and until it is, messages wait for it.
+	caughtUp *actor.Future
+	ready    bool
 	// netIndex is, per node, the newest assignment index whose network it
 	// has programmed; drains are the stops waiting on them.
 	netIndex map[string]uint64
@@ -57,24 +60,38 @@ func newLeader(cfg LeaderConfig) *actor.Props {
 
 func (a *leaderActor) Receive(ctx actor.Context) {
 	st := a.cfg.Store.State
-	switch m := ctx.Message().(type) {
+	switch ctx.Message().(type) {
 	case *actor.Started:
-		a.services, a.nodes, a.adding = map[string]*actor.PID{}, map[string]*actor.PID{}, map[string]bool{}
+		a.services, a.nodes = map[string]*actor.PID{}, map[string]*actor.PID{}
 		a.netIndex = map[string]uint64{}
 		// Read-your-writes: everything committed by earlier leaders is
-		// applied here before the leader-only actors read the state.
-		if err := a.cfg.Store.Barrier(5 * time.Second); err != nil {
-			a.cfg.Log.Warn("leader barrier", zap.Error(err))
-		}
-		ctx.SpawnNamed(newScheduler(a.cfg), "scheduler")
-		a.sync(ctx)
-		a.sub = subscribeState(ctx, func(*messages.StateChanged) bool { return true })
-		a.gc = scheduler.NewTimerScheduler(ctx).SendRepeatedly(30*time.Second, 30*time.Second, ctx.Self(), &tick{kind: "gc"})
+		// applied here before the leader-only actors read the state. The
+		// barrier runs off the mailbox; what arrives meanwhile waits for it
+		// (below), in order, each with its own sender.
+		a.caughtUp = ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameMembership), &barrier{timeout: 5 * time.Second}, 7*time.Second)
+		ctx.ReenterAfter(a.caughtUp, func(res any, err error) {
+			if r := membershipResult(res, err); r.err != nil {
+				a.cfg.Log.Warn("leader barrier", zap.Error(r.err))
+			}
+			a.ready = true
+			ctx.SpawnNamed(newScheduler(a.cfg), "scheduler")
+			a.sync(ctx)
+			a.sub = subscribeState(ctx, func(*messages.StateChanged) bool { return true })
+			a.gc = scheduler.NewTimerScheduler(ctx).SendRepeatedly(30*time.Second, 30*time.Second, ctx.Self(), &tick{kind: "gc"})
+		})
+		return
 	case *actor.Stopping, *actor.Restarting:
 		unsubscribe(ctx, a.sub)
 		if a.gc != nil {
 			a.gc()
 		}
+		return
+	}
+	if !a.ready {
+		ctx.ReenterAfter(a.caughtUp, func(any, error) { a.Receive(ctx) })
+		return
+	}
+	switch m := ctx.Message().(type) {
 	case *tick:
 		switch m.kind {
 		case "drain":
@@ -288,27 +305,20 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 	}
 	n.Description = proto.Clone(m.Description).(*messages.NodeDescription)
 	n.Status = &messages.NodeStatus{State: messages.NodeState_NODE_STATE_READY, LastHeartbeatUnixNano: now, Message: "registered"}
-	if n.Spec.Role == messages.NodeRole_NODE_ROLE_MANAGER && m.Role == messages.NodeRole_NODE_ROLE_MANAGER && !a.isVoter(m.NodeId) {
-		// A joined manager becomes a raft voter before it is recorded; the
-		// change runs off the mailbox (it waits for the new voter to be
-		// reachable) and the agent's retry comes back here if it failed.
-		if a.adding[m.NodeId] {
-			ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "adding this manager to raft: retrying")})
-			return
-		}
-		a.adding[m.NodeId] = true
-		st, raftAddr := a.cfg.Store, m.Description.GetRaftAddr()
-		blocking.Do(ctx, 20*time.Second, func() (struct{}, error) {
-			return struct{}{}, st.AddVoter(m.NodeId, raftAddr, 15*time.Second)
-		}, func(_ struct{}, err error) {
-			delete(a.adding, m.NodeId)
-			if err != nil {
-				a.cfg.Log.Warn("add manager to raft", zap.String("node", m.NodeId), zap.Error(err))
-				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "add manager to raft: %v", err)})
-				return
+	if n.Spec.Role == messages.NodeRole_NODE_ROLE_MANAGER && m.Role == messages.NodeRole_NODE_ROLE_MANAGER {
+		// A joined manager becomes a raft voter before it is recorded (the
+		// membership actor does nothing for one that already is); the
+		// change waits for the new voter to be reachable, and the agent's
+		// retry comes back here if it failed.
+		askMembership(ctx, &addVoter{id: m.NodeId, addr: m.Description.GetRaftAddr()}, changeTimeout+10*time.Second, func(r *membershipReply) {
+			switch {
+			case errors.Is(r.err, errChangeUnderWay):
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "adding this manager to raft: retrying")})
+			case r.err != nil:
+				ctx.Respond(&messages.RegisterNodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "add manager to raft: %v", r.err)})
+			default:
+				a.upsertRegistered(ctx, n)
 			}
-			a.cfg.Log.Info("manager added to raft", zap.String("node", m.NodeId), zap.String("raft", m.Description.GetRaftAddr()))
-			a.upsertRegistered(ctx, n)
 		})
 		return
 	}
@@ -320,19 +330,6 @@ func (a *leaderActor) register(ctx actor.Context, m *messages.RegisterNode) {
 func removedReply(id string) *messages.RegisterNodeReply {
 	return &messages.RegisterNodeReply{Removed: true, Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED,
 		"node %s was removed from the cluster: it leaves now; to join again, clear its data dir and run `warren cluster join` with a token", id)}
-}
-
-func (a *leaderActor) isVoter(id string) bool {
-	servers, err := a.cfg.Store.Servers()
-	if err != nil {
-		return false
-	}
-	for _, s := range servers {
-		if s.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *leaderActor) upsertRegistered(ctx actor.Context, n *messages.Node) {
@@ -399,7 +396,6 @@ func (a *leaderActor) promote(ctx actor.Context, m *messages.PromoteNodeRequest)
 // demote makes a manager a worker, refusing what would lose quorum: the
 // managers left must still have a majority of themselves reachable.
 func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
-	st := a.cfg.Store.State
 	n := findNode(a.cfg.Store.State, m.Node)
 	if n == nil {
 		ctx.Respond(&messages.NodeReply{Error: notFound("node", m.Node)})
@@ -409,11 +405,19 @@ func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "node %s is not a manager", m.Node)})
 		return
 	}
-	servers, err := a.cfg.Store.Servers()
-	if err != nil {
-		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "read raft configuration: %v", err)})
-		return
-	}
+	askMembership(ctx, &listServers{}, 5*time.Second, func(r *membershipReply) {
+		if r.err != nil {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "read raft configuration: %v", r.err)})
+			return
+		}
+		a.demoteVoter(ctx, m, n, r.servers)
+	})
+}
+
+// demoteVoter removes manager n from raft once the configuration shows the
+// others keep a quorum, then records it as a worker.
+func (a *leaderActor) demoteVoter(ctx actor.Context, m *messages.DemoteNodeRequest, n *messages.Node, servers []store.Server) {
+	st := a.cfg.Store.State
 	left, healthy := 0, 0
 	for _, s := range servers {
 		if s.ID == n.Id || !s.Voter {
@@ -438,10 +442,9 @@ func (a *leaderActor) demote(ctx actor.Context, m *messages.DemoteNodeRequest) {
 		ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "node %s leads right now: run the command again", m.Node)})
 		return
 	}
-	rs := a.cfg.Store
-	blocking.Do(ctx, 20*time.Second, func() (struct{}, error) { return struct{}{}, rs.RemoveServer(n.Id, 15*time.Second) }, func(_ struct{}, err error) {
-		if err != nil {
-			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "remove from raft: %v", err)})
+	askMembership(ctx, &removeServer{id: n.Id}, changeTimeout+10*time.Second, func(r *membershipReply) {
+		if r.err != nil {
+			ctx.Respond(&messages.NodeReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "remove from raft: %v", r.err)})
 			return
 		}
 		n.Spec.Role = messages.NodeRole_NODE_ROLE_WORKER

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,20 +23,27 @@ type Config struct {
 // leadership is sent to the manager actor when raft leadership changes here.
 type leadership struct{ leader bool }
 
-// managerActor supervises the store and api actors, and the leader actor
-// while this manager leads.
+// started asks the manager actor whether it has spawned its children.
+type started struct{}
+
+// managerActor supervises the store, membership and api actors, and the
+// leader actor while this manager leads.
 type managerActor struct {
 	cfg    Config
 	leader *actor.PID
 }
 
 // Start spawns the manager actor tree on system and relays raft's leadership
-// notifications to it. It returns the manager's PID.
+// notifications to it. It returns the manager's PID once the manager's
+// children exist, so the caller may ask them at once (Barrier).
 func Start(system *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	props := actor.PropsFromProducer(func() actor.Actor { return &managerActor{cfg: cfg} }, events.WithLifecycle)
 	pid, err := system.Root.SpawnNamed(props, NameManager)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := system.Root.RequestFuture(pid, &started{}, 10*time.Second).Result(); err != nil {
+		return nil, fmt.Errorf("manager actor did not start: %w", err)
 	}
 	go func() {
 		for l := range cfg.Store.LeaderCh() {
@@ -49,11 +57,14 @@ func (a *managerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		ctx.SpawnNamed(newStoreActor(a.cfg.Store, a.cfg.Log.Named("store")), "store")
+		ctx.SpawnNamed(newMembership(a.cfg.Store, a.cfg.API.NodeID, a.cfg.Log.Named("membership")), "membership")
 		ctx.SpawnNamed(newAPI(a.cfg.API), "api")
 		// Leadership may have been won before this actor started.
 		if a.cfg.Store.IsLeader() {
 			a.lead(ctx, true)
 		}
+	case *started:
+		ctx.Respond(m)
 	case *leadership:
 		a.lead(ctx, m.leader && a.cfg.Store.IsLeader())
 	}
