@@ -13,11 +13,13 @@ import (
 // to the actor's mailbox; the subscription is cancelled in Stopping.
 func subscribeState(ctx actor.Context, relevant func(*messages.StateChanged) bool) *eventstream.Subscription {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	return ctx.ActorSystem().EventStream.SubscribeWithPredicate(func(evt any) {
-		root.Send(self, evt)
-	}, func(evt any) bool {
-		sc, ok := evt.(*messages.StateChanged)
-		return ok && (sc.Restored || relevant(sc))
+	// The filter runs in the handler: protoactor's SubscribeWithPredicate
+	// sets the predicate after the subscription is visible to Publish, a
+	// data race with every concurrent publisher.
+	return ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+		if sc, ok := evt.(*messages.StateChanged); ok && (sc.Restored || relevant(sc)) {
+			root.Send(self, evt)
+		}
 	})
 }
 
