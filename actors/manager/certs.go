@@ -17,7 +17,7 @@ import (
 // admin's promote or demote), never one it asks for. A manager also gets
 // its own intermediate CA, for the key it generated; no private key is
 // ever in the reply.
-func (a *apiActor) certificate(ctx actor.Context, m *messages.CertificateRequest) {
+func (a *clusterAPI) certificate(ctx actor.Context, m *messages.CertificateRequest) {
 	id := remoting.Identity(ctx)
 	if id.Role != "local" && id.Name != m.NodeId {
 		ctx.Respond(&messages.CertificateReply{Error: errReply(messages.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "%s may not ask for a certificate for node %s", id.Name, m.NodeId)})

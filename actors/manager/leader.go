@@ -2,7 +2,6 @@ package manager
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -353,24 +352,6 @@ func managerActorAddrs(st *store.State) []string {
 		}
 	}
 	return out
-}
-
-// findNode resolves an id, id prefix or hostname in the state; nil when
-// unknown or ambiguous.
-func findNode(st *store.State, ref string) *messages.Node {
-	if n := st.Node(ref); n != nil {
-		return n
-	}
-	var match *messages.Node
-	for _, n := range st.Nodes() {
-		if n.Description.GetHostname() == ref || (len(ref) >= 4 && strings.HasPrefix(n.Id, ref)) {
-			if match != nil {
-				return nil // ambiguous
-			}
-			match = n
-		}
-	}
-	return match
 }
 
 // promote makes a worker a manager: the state says so first; the node sees
