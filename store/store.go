@@ -206,7 +206,8 @@ func (s *Store) Apply(cmd *messages.Command, timeout time.Duration) (*messages.C
 }
 
 // Barrier waits until every committed entry is applied locally (a
-// read-your-writes point for a new leader).
+// read-your-writes point for a new leader). Only the manager's membership
+// actor calls it (a test there checks).
 func (s *Store) Barrier(timeout time.Duration) error { return s.raft.Barrier(timeout).Error() }
 
 // Snapshot forces a snapshot now (tests, and before a planned stop).
@@ -237,6 +238,7 @@ type Server struct {
 }
 
 // Servers returns the raft configuration.
+// Only the manager's membership actor calls it (a test there checks).
 func (s *Store) Servers() ([]Server, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -250,17 +252,20 @@ func (s *Store) Servers() ([]Server, error) {
 }
 
 // AddVoter adds a manager to the raft configuration (leader only).
+// Only the manager's membership actor calls it (a test there checks).
 func (s *Store) AddVoter(id, addr string, timeout time.Duration) error {
 	return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error()
 }
 
 // RemoveServer removes a manager from the raft configuration (leader only).
+// Only the manager's membership actor calls it (a test there checks).
 func (s *Store) RemoveServer(id string, timeout time.Duration) error {
 	return s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error()
 }
 
 // TransferLeadership hands leadership to another voter before a planned
-// stop, so the cluster does not wait out an election timeout.
+// stop, so the cluster does not wait out an election timeout. Only the
+// manager's membership actor calls it (a test there checks).
 func (s *Store) TransferLeadership() error {
 	if !s.IsLeader() {
 		return nil

@@ -1,11 +1,14 @@
 // Package manager owns the actors every manager node runs: the store actor
-// (the only writer of cluster state, proposing commands to raft), the api
-// actor (the remote-facing edge the CLI and embedding programs talk to), and
-// the leader actor with its leader-only children, spawned when this manager
-// wins raft leadership and stopped when it loses it: the scheduler, one node
-// actor per node and one service actor per service. Leader-only actors
-// rebuild everything from replicated state when they start, so nothing is
-// lost across a leadership change.
+// (the only writer of cluster state, proposing commands to raft), the
+// membership actor (the only caller of raft's membership API: voters,
+// leadership transfer, barriers), the api actor (the remote-facing edge the
+// CLI and embedding programs talk to: a router that checks the caller's
+// role and forwards each request to its child by resource, services, nodes,
+// images and cluster), and the leader actor with its leader-only children,
+// spawned when this manager wins raft leadership and stopped when it loses
+// it: the scheduler, one node actor per node and one service actor per
+// service. Leader-only actors rebuild everything from replicated state when
+// they start, so nothing is lost across a leadership change.
 package manager
 
 import (
