@@ -1894,10 +1894,17 @@ type Service struct {
 	Spec         *ServiceSpec           `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
 	PreviousSpec *ServiceSpec           `protobuf:"bytes,4,opt,name=previous_spec,json=previousSpec,proto3" json:"previous_spec,omitempty"`
 	// Bumped on every spec change; tasks record the spec_version they run.
-	SpecVersion   uint64 `protobuf:"varint,5,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
-	Vip           string `protobuf:"bytes,6,opt,name=vip,proto3" json:"vip,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpecVersion uint64 `protobuf:"varint,5,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	Vip         string `protobuf:"bytes,6,opt,name=vip,proto3" json:"vip,omitempty"`
+	// Shares of the service's new connections by spec version (spec_version
+	// -> percent), for a canary: each version's healthy tasks together get
+	// its share. Empty: every healthy task gets an equal share. A healthy
+	// task whose version has no share gets no traffic, unless no task has
+	// one (then all share equally: a stale map never blackholes a service).
+	// Set by deployments only, never by a user's spec.
+	TrafficWeights map[uint64]uint32 `protobuf:"bytes,7,rep,name=traffic_weights,json=trafficWeights,proto3" json:"traffic_weights,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
@@ -1970,6 +1977,13 @@ func (x *Service) GetVip() string {
 		return x.Vip
 	}
 	return ""
+}
+
+func (x *Service) GetTrafficWeights() map[uint64]uint32 {
+	if x != nil {
+		return x.TrafficWeights
+	}
+	return nil
 }
 
 type Task struct {
@@ -2377,14 +2391,18 @@ const file_types_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x02\n" +
 	"\aService\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0f.warren.v1.MetaR\x04meta\x12*\n" +
 	"\x04spec\x18\x03 \x01(\v2\x16.warren.v1.ServiceSpecR\x04spec\x12;\n" +
 	"\rprevious_spec\x18\x04 \x01(\v2\x16.warren.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
 	"\fspec_version\x18\x05 \x01(\x04R\vspecVersion\x12\x10\n" +
-	"\x03vip\x18\x06 \x01(\tR\x03vip\"\xad\x03\n" +
+	"\x03vip\x18\x06 \x01(\tR\x03vip\x12O\n" +
+	"\x0ftraffic_weights\x18\a \x03(\v2&.warren.v1.Service.TrafficWeightsEntryR\x0etrafficWeights\x1aA\n" +
+	"\x13TrafficWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xad\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0f.warren.v1.MetaR\x04meta\x12\x1d\n" +
@@ -2477,7 +2495,7 @@ func file_types_proto_rawDescGZIP() []byte {
 }
 
 var file_types_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_types_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_types_proto_goTypes = []any{
 	(NodeRole)(0),                // 0: warren.v1.NodeRole
 	(NodeAvailability)(0),        // 1: warren.v1.NodeAvailability
@@ -2512,6 +2530,7 @@ var file_types_proto_goTypes = []any{
 	nil,                          // 30: warren.v1.HealthCheck.HttpHeadersEntry
 	nil,                          // 31: warren.v1.ServiceSpec.EnvEntry
 	nil,                          // 32: warren.v1.ServiceSpec.LabelsEntry
+	nil,                          // 33: warren.v1.Service.TrafficWeightsEntry
 }
 var file_types_proto_depIdxs = []int32{
 	12, // 0: warren.v1.Node.meta:type_name -> warren.v1.Meta
@@ -2546,17 +2565,18 @@ var file_types_proto_depIdxs = []int32{
 	12, // 29: warren.v1.Service.meta:type_name -> warren.v1.Meta
 	25, // 30: warren.v1.Service.spec:type_name -> warren.v1.ServiceSpec
 	25, // 31: warren.v1.Service.previous_spec:type_name -> warren.v1.ServiceSpec
-	12, // 32: warren.v1.Task.meta:type_name -> warren.v1.Meta
-	25, // 33: warren.v1.Task.spec:type_name -> warren.v1.ServiceSpec
-	8,  // 34: warren.v1.Task.desired_state:type_name -> warren.v1.TaskState
-	28, // 35: warren.v1.Task.status:type_name -> warren.v1.TaskStatus
-	8,  // 36: warren.v1.TaskStatus.state:type_name -> warren.v1.TaskState
-	9,  // 37: warren.v1.TaskStatus.health:type_name -> warren.v1.HealthState
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	33, // 32: warren.v1.Service.traffic_weights:type_name -> warren.v1.Service.TrafficWeightsEntry
+	12, // 33: warren.v1.Task.meta:type_name -> warren.v1.Meta
+	25, // 34: warren.v1.Task.spec:type_name -> warren.v1.ServiceSpec
+	8,  // 35: warren.v1.Task.desired_state:type_name -> warren.v1.TaskState
+	28, // 36: warren.v1.Task.status:type_name -> warren.v1.TaskStatus
+	8,  // 37: warren.v1.TaskStatus.state:type_name -> warren.v1.TaskState
+	9,  // 38: warren.v1.TaskStatus.health:type_name -> warren.v1.HealthState
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_types_proto_init() }
@@ -2570,7 +2590,7 @@ func file_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_types_proto_rawDesc), len(file_types_proto_rawDesc)),
 			NumEnums:      12,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -270,6 +270,70 @@ func (x *NetworkProgrammed) GetIndex() uint64 {
 	return 0
 }
 
+// The network a node must program (service VIPs with their weighted
+// endpoints, DNS names, mesh peers), as of an assignment set: the agent
+// hands it to the node's netmesh actor, which confirms the index once the
+// kernel holds it (or a newer view that superseded it).
+type NetworkView struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Services      []*ServiceNetwork      `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	Peers         []*MeshPeer            `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkView) Reset() {
+	*x = NetworkView{}
+	mi := &file_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkView) ProtoMessage() {}
+
+func (x *NetworkView) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkView.ProtoReflect.Descriptor instead.
+func (*NetworkView) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NetworkView) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *NetworkView) GetServices() []*ServiceNetwork {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *NetworkView) GetPeers() []*MeshPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 // Sent by the node about to signal a task's container (the manager stopped
 // it, or it turned unhealthy): the leader answers once replicated state no
 // longer counts the task as an endpoint and every ready node has programmed
@@ -285,7 +349,7 @@ type DrainTask struct {
 
 func (x *DrainTask) Reset() {
 	*x = DrainTask{}
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +361,7 @@ func (x *DrainTask) String() string {
 func (*DrainTask) ProtoMessage() {}
 
 func (x *DrainTask) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[4]
+	mi := &file_worker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +374,7 @@ func (x *DrainTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainTask.ProtoReflect.Descriptor instead.
 func (*DrainTask) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{4}
+	return file_worker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DrainTask) GetNodeId() string {
@@ -337,7 +401,7 @@ type DrainTaskReply struct {
 
 func (x *DrainTaskReply) Reset() {
 	*x = DrainTaskReply{}
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +413,7 @@ func (x *DrainTaskReply) String() string {
 func (*DrainTaskReply) ProtoMessage() {}
 
 func (x *DrainTaskReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[5]
+	mi := &file_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +426,7 @@ func (x *DrainTaskReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainTaskReply.ProtoReflect.Descriptor instead.
 func (*DrainTaskReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{5}
+	return file_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DrainTaskReply) GetIndex() uint64 {
@@ -398,7 +462,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +474,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[6]
+	mi := &file_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +487,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{6}
+	return file_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Assignments) GetNodeId() string {
@@ -487,7 +551,7 @@ type ServiceNetwork struct {
 
 func (x *ServiceNetwork) Reset() {
 	*x = ServiceNetwork{}
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +563,7 @@ func (x *ServiceNetwork) String() string {
 func (*ServiceNetwork) ProtoMessage() {}
 
 func (x *ServiceNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[7]
+	mi := &file_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +576,7 @@ func (x *ServiceNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNetwork.ProtoReflect.Descriptor instead.
 func (*ServiceNetwork) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{7}
+	return file_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServiceNetwork) GetName() string {
@@ -553,7 +617,7 @@ type NetEndpoint struct {
 
 func (x *NetEndpoint) Reset() {
 	*x = NetEndpoint{}
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +629,7 @@ func (x *NetEndpoint) String() string {
 func (*NetEndpoint) ProtoMessage() {}
 
 func (x *NetEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[8]
+	mi := &file_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +642,7 @@ func (x *NetEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetEndpoint.ProtoReflect.Descriptor instead.
 func (*NetEndpoint) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{8}
+	return file_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NetEndpoint) GetIp() string {
@@ -611,7 +675,7 @@ type MeshPeer struct {
 
 func (x *MeshPeer) Reset() {
 	*x = MeshPeer{}
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +687,7 @@ func (x *MeshPeer) String() string {
 func (*MeshPeer) ProtoMessage() {}
 
 func (x *MeshPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[9]
+	mi := &file_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +700,7 @@ func (x *MeshPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshPeer.ProtoReflect.Descriptor instead.
 func (*MeshPeer) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{9}
+	return file_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MeshPeer) GetNodeId() string {
@@ -684,7 +748,7 @@ type TaskStatusReport struct {
 
 func (x *TaskStatusReport) Reset() {
 	*x = TaskStatusReport{}
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +760,7 @@ func (x *TaskStatusReport) String() string {
 func (*TaskStatusReport) ProtoMessage() {}
 
 func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[10]
+	mi := &file_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +773,7 @@ func (x *TaskStatusReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusReport.ProtoReflect.Descriptor instead.
 func (*TaskStatusReport) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{10}
+	return file_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskStatusReport) GetNodeId() string {
@@ -736,7 +800,7 @@ type ResyncRequest struct {
 
 func (x *ResyncRequest) Reset() {
 	*x = ResyncRequest{}
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +812,7 @@ func (x *ResyncRequest) String() string {
 func (*ResyncRequest) ProtoMessage() {}
 
 func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[11]
+	mi := &file_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +825,7 @@ func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
 func (*ResyncRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{11}
+	return file_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResyncRequest) GetNodeId() string {
@@ -781,7 +845,7 @@ type Propose struct {
 
 func (x *Propose) Reset() {
 	*x = Propose{}
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +857,7 @@ func (x *Propose) String() string {
 func (*Propose) ProtoMessage() {}
 
 func (x *Propose) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[12]
+	mi := &file_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +870,7 @@ func (x *Propose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Propose.ProtoReflect.Descriptor instead.
 func (*Propose) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{12}
+	return file_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Propose) GetCommand() *Command {
@@ -827,7 +891,7 @@ type DebugCrash struct {
 
 func (x *DebugCrash) Reset() {
 	*x = DebugCrash{}
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +903,7 @@ func (x *DebugCrash) String() string {
 func (*DebugCrash) ProtoMessage() {}
 
 func (x *DebugCrash) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[13]
+	mi := &file_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +916,7 @@ func (x *DebugCrash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrash.ProtoReflect.Descriptor instead.
 func (*DebugCrash) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{13}
+	return file_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DebugCrash) GetActor() string {
@@ -871,7 +935,7 @@ type DebugCrashReply struct {
 
 func (x *DebugCrashReply) Reset() {
 	*x = DebugCrashReply{}
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +947,7 @@ func (x *DebugCrashReply) String() string {
 func (*DebugCrashReply) ProtoMessage() {}
 
 func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[14]
+	mi := &file_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +960,7 @@ func (x *DebugCrashReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugCrashReply.ProtoReflect.Descriptor instead.
 func (*DebugCrashReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{14}
+	return file_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DebugCrashReply) GetError() *Error {
@@ -918,7 +982,7 @@ type PlaceTasks struct {
 
 func (x *PlaceTasks) Reset() {
 	*x = PlaceTasks{}
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +994,7 @@ func (x *PlaceTasks) String() string {
 func (*PlaceTasks) ProtoMessage() {}
 
 func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[15]
+	mi := &file_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1007,7 @@ func (x *PlaceTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceTasks.ProtoReflect.Descriptor instead.
 func (*PlaceTasks) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{15}
+	return file_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PlaceTasks) GetTasks() []*Task {
@@ -974,7 +1038,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1050,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[16]
+	mi := &file_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1063,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{16}
+	return file_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinRequest) GetVersion() uint32 {
@@ -1075,7 +1139,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1151,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[17]
+	mi := &file_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1164,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{17}
+	return file_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinResponse) GetVersion() uint32 {
@@ -1195,7 +1259,7 @@ type CertificateRequest struct {
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1271,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[18]
+	mi := &file_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1284,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{18}
+	return file_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CertificateRequest) GetNodeId() string {
@@ -1263,7 +1327,7 @@ type CertificateReply struct {
 
 func (x *CertificateReply) Reset() {
 	*x = CertificateReply{}
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1339,7 @@ func (x *CertificateReply) String() string {
 func (*CertificateReply) ProtoMessage() {}
 
 func (x *CertificateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_proto_msgTypes[19]
+	mi := &file_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1352,7 @@ func (x *CertificateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateReply.ProtoReflect.Descriptor instead.
 func (*CertificateReply) Descriptor() ([]byte, []int) {
-	return file_worker_proto_rawDescGZIP(), []int{19}
+	return file_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CertificateReply) GetError() *Error {
@@ -1354,7 +1418,11 @@ const file_worker_proto_rawDesc = "" +
 	"\rnetwork_index\x18\x03 \x01(\x04R\fnetworkIndex\"B\n" +
 	"\x11NetworkProgrammed\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"=\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x85\x01\n" +
+	"\vNetworkView\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x125\n" +
+	"\bservices\x18\x02 \x03(\v2\x19.warren.v1.ServiceNetworkR\bservices\x12)\n" +
+	"\x05peers\x18\x03 \x03(\v2\x13.warren.v1.MeshPeerR\x05peers\"=\n" +
 	"\tDrainTask\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\"H\n" +
@@ -1448,61 +1516,64 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_worker_proto_goTypes = []any{
 	(*RegisterNode)(nil),       // 0: warren.v1.RegisterNode
 	(*RegisterNodeReply)(nil),  // 1: warren.v1.RegisterNodeReply
 	(*Heartbeat)(nil),          // 2: warren.v1.Heartbeat
 	(*NetworkProgrammed)(nil),  // 3: warren.v1.NetworkProgrammed
-	(*DrainTask)(nil),          // 4: warren.v1.DrainTask
-	(*DrainTaskReply)(nil),     // 5: warren.v1.DrainTaskReply
-	(*Assignments)(nil),        // 6: warren.v1.Assignments
-	(*ServiceNetwork)(nil),     // 7: warren.v1.ServiceNetwork
-	(*NetEndpoint)(nil),        // 8: warren.v1.NetEndpoint
-	(*MeshPeer)(nil),           // 9: warren.v1.MeshPeer
-	(*TaskStatusReport)(nil),   // 10: warren.v1.TaskStatusReport
-	(*ResyncRequest)(nil),      // 11: warren.v1.ResyncRequest
-	(*Propose)(nil),            // 12: warren.v1.Propose
-	(*DebugCrash)(nil),         // 13: warren.v1.DebugCrash
-	(*DebugCrashReply)(nil),    // 14: warren.v1.DebugCrashReply
-	(*PlaceTasks)(nil),         // 15: warren.v1.PlaceTasks
-	(*JoinRequest)(nil),        // 16: warren.v1.JoinRequest
-	(*JoinResponse)(nil),       // 17: warren.v1.JoinResponse
-	(*CertificateRequest)(nil), // 18: warren.v1.CertificateRequest
-	(*CertificateReply)(nil),   // 19: warren.v1.CertificateReply
-	(NodeRole)(0),              // 20: warren.v1.NodeRole
-	(*NodeDescription)(nil),    // 21: warren.v1.NodeDescription
-	(*Node)(nil),               // 22: warren.v1.Node
-	(*Error)(nil),              // 23: warren.v1.Error
-	(*Task)(nil),               // 24: warren.v1.Task
-	(*PortConfig)(nil),         // 25: warren.v1.PortConfig
-	(*TaskStatusUpdate)(nil),   // 26: warren.v1.TaskStatusUpdate
-	(*Command)(nil),            // 27: warren.v1.Command
+	(*NetworkView)(nil),        // 4: warren.v1.NetworkView
+	(*DrainTask)(nil),          // 5: warren.v1.DrainTask
+	(*DrainTaskReply)(nil),     // 6: warren.v1.DrainTaskReply
+	(*Assignments)(nil),        // 7: warren.v1.Assignments
+	(*ServiceNetwork)(nil),     // 8: warren.v1.ServiceNetwork
+	(*NetEndpoint)(nil),        // 9: warren.v1.NetEndpoint
+	(*MeshPeer)(nil),           // 10: warren.v1.MeshPeer
+	(*TaskStatusReport)(nil),   // 11: warren.v1.TaskStatusReport
+	(*ResyncRequest)(nil),      // 12: warren.v1.ResyncRequest
+	(*Propose)(nil),            // 13: warren.v1.Propose
+	(*DebugCrash)(nil),         // 14: warren.v1.DebugCrash
+	(*DebugCrashReply)(nil),    // 15: warren.v1.DebugCrashReply
+	(*PlaceTasks)(nil),         // 16: warren.v1.PlaceTasks
+	(*JoinRequest)(nil),        // 17: warren.v1.JoinRequest
+	(*JoinResponse)(nil),       // 18: warren.v1.JoinResponse
+	(*CertificateRequest)(nil), // 19: warren.v1.CertificateRequest
+	(*CertificateReply)(nil),   // 20: warren.v1.CertificateReply
+	(NodeRole)(0),              // 21: warren.v1.NodeRole
+	(*NodeDescription)(nil),    // 22: warren.v1.NodeDescription
+	(*Node)(nil),               // 23: warren.v1.Node
+	(*Error)(nil),              // 24: warren.v1.Error
+	(*Task)(nil),               // 25: warren.v1.Task
+	(*PortConfig)(nil),         // 26: warren.v1.PortConfig
+	(*TaskStatusUpdate)(nil),   // 27: warren.v1.TaskStatusUpdate
+	(*Command)(nil),            // 28: warren.v1.Command
 }
 var file_worker_proto_depIdxs = []int32{
-	20, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
-	21, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
-	22, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
-	23, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
-	24, // 4: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
-	22, // 5: warren.v1.Assignments.node:type_name -> warren.v1.Node
-	7,  // 6: warren.v1.Assignments.services:type_name -> warren.v1.ServiceNetwork
-	9,  // 7: warren.v1.Assignments.peers:type_name -> warren.v1.MeshPeer
-	25, // 8: warren.v1.ServiceNetwork.ports:type_name -> warren.v1.PortConfig
-	8,  // 9: warren.v1.ServiceNetwork.endpoints:type_name -> warren.v1.NetEndpoint
-	26, // 10: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
-	27, // 11: warren.v1.Propose.command:type_name -> warren.v1.Command
-	23, // 12: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
-	24, // 13: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
-	23, // 14: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
-	20, // 15: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
-	23, // 16: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
-	20, // 17: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 0: warren.v1.RegisterNode.role:type_name -> warren.v1.NodeRole
+	22, // 1: warren.v1.RegisterNode.description:type_name -> warren.v1.NodeDescription
+	23, // 2: warren.v1.RegisterNodeReply.node:type_name -> warren.v1.Node
+	24, // 3: warren.v1.RegisterNodeReply.error:type_name -> warren.v1.Error
+	8,  // 4: warren.v1.NetworkView.services:type_name -> warren.v1.ServiceNetwork
+	10, // 5: warren.v1.NetworkView.peers:type_name -> warren.v1.MeshPeer
+	25, // 6: warren.v1.Assignments.tasks:type_name -> warren.v1.Task
+	23, // 7: warren.v1.Assignments.node:type_name -> warren.v1.Node
+	8,  // 8: warren.v1.Assignments.services:type_name -> warren.v1.ServiceNetwork
+	10, // 9: warren.v1.Assignments.peers:type_name -> warren.v1.MeshPeer
+	26, // 10: warren.v1.ServiceNetwork.ports:type_name -> warren.v1.PortConfig
+	9,  // 11: warren.v1.ServiceNetwork.endpoints:type_name -> warren.v1.NetEndpoint
+	27, // 12: warren.v1.TaskStatusReport.updates:type_name -> warren.v1.TaskStatusUpdate
+	28, // 13: warren.v1.Propose.command:type_name -> warren.v1.Command
+	24, // 14: warren.v1.DebugCrashReply.error:type_name -> warren.v1.Error
+	25, // 15: warren.v1.PlaceTasks.tasks:type_name -> warren.v1.Task
+	24, // 16: warren.v1.JoinResponse.error:type_name -> warren.v1.Error
+	21, // 17: warren.v1.JoinResponse.role:type_name -> warren.v1.NodeRole
+	24, // 18: warren.v1.CertificateReply.error:type_name -> warren.v1.Error
+	21, // 19: warren.v1.CertificateReply.role:type_name -> warren.v1.NodeRole
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1518,7 +1589,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

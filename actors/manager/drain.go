@@ -60,7 +60,13 @@ func (a *leaderActor) checkDrains(ctx actor.Context) {
 	for _, d := range a.drains {
 		if d.index == 0 {
 			if t := st.Task(d.task); t == nil || !Healthy(t) {
+				// The task's last write is the one that made it no endpoint,
+				// or later: views are published at the indexes of writes, so
+				// a node confirming that index routes without it.
 				d.index = st.Index()
+				if v := t.GetMeta().GetVersion(); v > 0 {
+					d.index = v
+				}
 				for _, pid := range a.nodes {
 					ctx.Send(pid, &pushAtLeast{index: d.index})
 				}

@@ -74,6 +74,7 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 			}
 			a.ready = true
 			ctx.SpawnNamed(newScheduler(a.cfg), "scheduler")
+			ctx.SpawnNamed(newNetView(a.cfg), "netview") // before the node actors it feeds
 			a.sync(ctx)
 			a.sub = subscribeState(ctx, func(*messages.StateChanged) bool { return true })
 			a.gc = scheduler.NewTimerScheduler(ctx).SendRepeatedly(30*time.Second, 30*time.Second, ctx.Self(), &tick{kind: "gc"})

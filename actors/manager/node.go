@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/asynkron/protoactor-go/scheduler"
 	"go.uber.org/zap"
 
@@ -19,61 +18,66 @@ import (
 )
 
 // nodeActor is the leader's view of one node: it pushes the node its full
-// assignment set whenever one of its tasks changes (and periodically, so a
-// lost push heals), takes its heartbeats and status reports, and marks it
-// down when heartbeats stop. A new leader gives every node a fresh grace
-// period instead of trusting timers from before the election.
+// assignment set whenever the network view or one of its own tasks changes
+// (and periodically, so a lost push heals), takes its heartbeats and status
+// reports, and marks it down when heartbeats stop. A new leader gives every
+// node a fresh grace period instead of trusting timers from before the
+// election. The network part of each push is the netview actor's, shared
+// by every node actor; a node actor reads only its own node and tasks.
 type nodeActor struct {
-	cfg        LeaderConfig
-	id         string
-	sub        *eventstream.Subscription
-	cancel     []scheduler.CancelFunc
-	lastBeat   time.Time
-	pushQueued bool
-	writing    bool
+	cfg      LeaderConfig
+	id       string
+	cancel   []scheduler.CancelFunc
+	lastBeat time.Time
+	writing  bool
+	// view is the newest network view the netview actor sent.
+	view *netView
+	// atLeast: a drain waits for this node to be sent a set of at least
+	// this index; pushed as soon as the view is that new.
+	atLeast uint64
 	// pushed is what the last push carried, less the task statuses the
 	// node itself reported: echoing those back costs the node work while
-	// its containers start, and tells it nothing.
-	pushed []byte
-	sent   uint64 // index of the last push
+	// its containers start, and tells it nothing. pushedNet is the sum of
+	// the network view it carried.
+	pushed    []byte
+	pushedNet [32]byte
+	sent      uint64 // index of the last push
 }
 
 func newNodeActor(cfg LeaderConfig, id string) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{cfg: cfg, id: id} }, events.WithLifecycle)
 }
 
-// relevant: every node programs every service's endpoints and every mesh
-// peer, so any service, node or task change may matter to it.
-func (a *nodeActor) relevant(sc *messages.StateChanged) bool {
-	return len(sc.Changes) > 0
-}
-
 func (a *nodeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.lastBeat = time.Now()
-		a.sub = subscribeState(ctx, a.relevant)
 		s := scheduler.NewTimerScheduler(ctx)
 		a.cancel = append(a.cancel,
 			s.SendRepeatedly(a.cfg.ResyncEvery, a.cfg.ResyncEvery, ctx.Self(), &tick{kind: "resync"}),
 			s.SendRepeatedly(time.Second, time.Second, ctx.Self(), &tick{kind: "down"}))
-		a.push(ctx, true)
+		// The first push waits for the view; the netview sends each new
+		// one without being asked.
+		ctx.Request(actor.NewPID(ctx.Self().Address, nameNetView), &viewWanted{})
 	case *actor.Stopping, *actor.Restarting:
-		unsubscribe(ctx, a.sub)
 		for _, c := range a.cancel {
 			c()
 		}
 		a.cancel = nil
-	case *messages.StateChanged:
-		if !a.pushQueued {
-			a.pushQueued = true
-			ctx.Send(ctx.Self(), &reconcileNow{})
+	case *netView:
+		first := a.view == nil
+		a.view = m
+		due := a.sent < a.atLeast && m.index >= a.atLeast
+		if !first && !due && m.sum == a.pushedNet && !m.touches(a.id) {
+			return // nothing of this node's push changed: not even a state read
 		}
-	case *reconcileNow:
-		a.pushQueued = false
-		a.push(ctx, false)
+		a.push(ctx, first || due)
 	case *pushAtLeast:
-		if a.sent < m.index {
+		if a.sent >= m.index {
+			return
+		}
+		a.atLeast = max(a.atLeast, m.index)
+		if a.view != nil && a.view.index >= m.index {
 			a.push(ctx, true)
 		}
 	case *tick:
@@ -119,46 +123,53 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 	}
 }
 
-// push sends the node every task it must know about: those it must run and
-// those it must still stop. Anything else it runs is not ours and goes.
-// Unless always, a push that would change nothing for the node is skipped;
-// the periodic resync sends in full regardless.
+// push sends the node every task it must know about (those it must run
+// and those it must still stop; anything else it runs is not ours and
+// goes) with the network view. The set carries the view's index: the
+// tasks, read now, are at least that new, and a node confirming the index
+// routes by a network at least that new. Unless always, a push that would
+// change nothing for the node is skipped; the periodic resync sends in
+// full regardless.
 func (a *nodeActor) push(ctx actor.Context, always bool) {
-	st := a.cfg.Store.State
+	st, v := a.cfg.Store.State, a.view
+	if v == nil {
+		return
+	}
 	n := st.Node(a.id)
 	if n == nil || n.Description.GetAddr() == "" {
 		return
 	}
-	as := &messages.Assignments{NodeId: a.id, Index: st.Index(), Managers: managerActorAddrs(st), Node: n,
-		Services: ServiceNetworks(st), Peers: MeshPeers(st)}
+	as := &messages.Assignments{NodeId: a.id, Index: v.index, Managers: v.managers, Node: n}
 	for _, t := range st.Tasks(store.TaskFilter{NodeID: a.id}) {
 		if t.DesiredState == messages.TaskState_TASK_STATE_RUNNING || !terminal(t.GetStatus().GetState()) {
 			as.Tasks = append(as.Tasks, t)
 		}
 	}
-	sig := pushSig(as)
+	sig := pushSig(as, v.sum)
 	if !always && bytes.Equal(sig, a.pushed) {
 		return
 	}
 	// gRPC drops a frame over the limit without a word to the sender: say
 	// so here, where someone can act on it, instead.
-	if size := proto.Size(as); size > remoting.MaxMessageBytes-64<<10 {
+	if size := proto.Size(as) + v.size; size > remoting.MaxMessageBytes-64<<10 {
 		a.cfg.Log.Error("assignment set too large to send: the node keeps its last one", zap.String("node", a.id),
-			zap.Int("bytes", size), zap.Int("limit", remoting.MaxMessageBytes), zap.Int("tasks", len(as.Tasks)), zap.Int("services", len(as.Services)))
+			zap.Int("bytes", size), zap.Int("limit", remoting.MaxMessageBytes), zap.Int("tasks", len(as.Tasks)), zap.Int("services", len(v.services)))
 		return
 	}
-	a.pushed, a.sent = sig, as.Index
+	as.Services, as.Peers = v.services, v.peers
+	a.pushed, a.pushedNet, a.sent = sig, v.sum, as.Index
 	ctx.Send(actor.NewPID(n.Description.Addr, NameAgent), as)
 }
 
 // pushSig is what a push means to its node: everything but the raft index
-// and the tasks' own statuses.
-func pushSig(as *messages.Assignments) []byte {
-	rest := &messages.Assignments{NodeId: as.NodeId, Managers: as.Managers, Node: as.Node, Services: as.Services, Peers: as.Peers}
+// and the tasks' own statuses. The network enters as the view's sum.
+func pushSig(as *messages.Assignments, net [32]byte) []byte {
+	rest := &messages.Assignments{NodeId: as.NodeId, Managers: as.Managers, Node: as.Node}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
 	if err != nil {
 		return nil // never equal to a real signature: push
 	}
+	b = append(b, net[:]...)
 	for _, t := range as.Tasks {
 		b = fmt.Appendf(b, "|%s/%d/%d/%d/%s", t.Id, t.Epoch, t.DesiredState, t.SpecVersion, t.NodeId)
 	}
@@ -181,47 +192,4 @@ func (a *nodeActor) setState(ctx actor.Context, n *messages.Node, s messages.Nod
 	a.writing = true
 	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_UpsertNode{UpsertNode: &messages.UpsertNode{Node: n, ExpectedVersion: n.Meta.GetVersion()}}}}, proposeTimeout+time.Second)
 	ctx.ReenterAfter(f, func(any, error) { a.writing = false })
-}
-
-// Healthy reports whether a task should receive traffic: running, with an
-// address, and healthy if it has a health check.
-func Healthy(t *messages.Task) bool {
-	st := t.GetStatus()
-	if t.DesiredState != messages.TaskState_TASK_STATE_RUNNING || st.GetState() != messages.TaskState_TASK_STATE_RUNNING || st.GetIp() == "" {
-		return false
-	}
-	if t.Spec.GetHealthCheck().GetKind() != messages.HealthCheck_KIND_NONE {
-		return st.GetHealth() == messages.HealthState_HEALTH_STATE_HEALTHY
-	}
-	return true
-}
-
-// ServiceNetworks is every service's VIP, ports and healthy endpoints, as
-// every node programs them. Derived from replicated state only, and pushed
-// in full, so no lost message can leave a node with stale backends.
-func ServiceNetworks(st *store.State) []*messages.ServiceNetwork {
-	var out []*messages.ServiceNetwork
-	for _, v := range st.Services() {
-		sn := &messages.ServiceNetwork{Name: v.Spec.GetName(), Vip: v.Vip, Ports: v.Spec.GetPorts()}
-		for _, t := range st.Tasks(store.TaskFilter{ServiceID: v.Id}) {
-			// An address outside its node's subnet never becomes a backend,
-			// whatever the state holds (checkStatus keeps new ones out).
-			if Healthy(t) && TaskAddrOK(st.Node(t.NodeId).GetSubnet(), t.Status.Ip) == nil {
-				sn.Endpoints = append(sn.Endpoints, &messages.NetEndpoint{Ip: t.Status.Ip, Weight: 1})
-			}
-		}
-		out = append(out, sn)
-	}
-	return out
-}
-
-// MeshPeers is every node's WireGuard identity and task subnet.
-func MeshPeers(st *store.State) []*messages.MeshPeer {
-	var out []*messages.MeshPeer
-	for _, n := range st.Nodes() {
-		if k := n.Description.GetWgPublicKey(); k != "" && n.Subnet != "" {
-			out = append(out, &messages.MeshPeer{NodeId: n.Id, PublicKey: k, Endpoint: n.Description.GetWgEndpoint(), Subnet: n.Subnet, Format: messages.MeshPeerFormat})
-		}
-	}
-	return out
 }
