@@ -29,7 +29,6 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/actors/client"
 	"github.com/warrenorch/warren/actors/events"
@@ -103,16 +102,10 @@ type Node struct {
 	left    chan string   // the node was removed from the cluster and left it
 	// roleChanging is set by the first role change of this run.
 	roleChanging atomic.Bool
-	// The network programmer: the newest set not yet applied, and whether
-	// its goroutine runs (netWG waits for it to end).
-	netMu      sync.Mutex
-	netNext    *messages.Assignments
-	netDone    []func() // callbacks of netNext and the sets it superseded
-	netBusy    bool
-	netStopped bool // set by Stop and leave: nothing is programmed any more
-	netWG      sync.WaitGroup
-	subnet     netip.Prefix
-	meshMu     sync.Mutex // mesh is created by the network programmer
+	// netmesh is the netmesh actor, which programs net, dns and mesh.
+	netmesh *actor.PID
+	subnet  netip.Prefix
+	meshMu  sync.Mutex // mesh is created by the netmesh actor's kernel calls
 }
 
 // Restart fires when the node must be restarted (its role changed): stop
@@ -405,6 +398,11 @@ func (n *Node) start(ctx context.Context) error {
 		desc.RaftAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort))
 		desc.JoinAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.JoinPort))
 	}
+	// The netmesh actor programs what the agent's assignment sets say of
+	// the network; it starts first, so the agent's first set finds it.
+	if n.netmesh, err = sys.Root.SpawnNamed(worker.NewNetMesh(worker.NetMeshConfig{Kernel: kernel{n}, Log: log.Named("netmesh")}), worker.NameNetMesh); err != nil {
+		return fmt.Errorf("start netmesh: %w", err)
+	}
 	if _, err := sys.Root.SpawnNamed(worker.NewAgent(worker.AgentConfig{
 		NodeID: nf.NodeID, Role: role, Description: desc,
 		Managers: managers, APIName: manager.NameAPI, Runtime: n.rt,
@@ -413,7 +411,7 @@ func (n *Node) start(ctx context.Context) error {
 		UploadDir:   filepath.Join(cfg.DataDir, "uploads"),
 		Task: worker.TaskConfig{NodeID: nf.NodeID, Runtime: n.rt, LogDir: logDir,
 			CgroupParent: "/warren-" + nf.NodeID[:12], ResolvConf: n.resolvConf(), Log: log.Named("task")},
-		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole, OnNetwork: n.applyNetwork, OnLeft: n.leave,
+		Heartbeat: time.Second, Log: log.Named("agent"), OnRoleChange: n.changeRole, NetMesh: n.netmesh, OnLeft: n.leave,
 	}), manager.NameAgent); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
@@ -576,208 +574,6 @@ func DropRaft(dataDir string) error {
 	return os.RemoveAll(filepath.Join(dataDir, "raft"))
 }
 
-func (n *Node) openNetwork(subnet netip.Prefix) (worker.Network, error) {
-	if n.net != nil {
-		// An agent restarted by its supervisor reopens the network; the
-		// lease db is already open in this process.
-		return n.net, nil
-	}
-	log := n.cfg.Log.Named("netmesh")
-	nw, err := netmesh.New(netmesh.Config{
-		Subnet: subnet, StateDir: filepath.Join(n.cfg.DataDir, "net"), NetNSDir: filepath.Join(n.cfg.DataDir, "netns"),
-		Log: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	n.net = nw
-	gw := subnet.Masked().Addr().Next()
-	n.subnet = subnet
-	// The mesh starts with the first peer (a lone node needs no tunnel, and
-	// wireguard-go's buffers cost ~30 MB); DNS starts now. A node where they
-	// cannot start still runs its tasks, and says why.
-	dns, err := netmesh.NewDNS(netip.AddrPortFrom(gw, 53), netmesh.UpstreamsFromResolvConf("/etc/resolv.conf"), log.Named("dns"))
-	if err != nil {
-		log.Error("DNS not started: containers resolve service names nowhere", zap.Error(err))
-	} else {
-		n.dns = dns
-		if err := netmesh.WriteResolvConf(n.resolvConf(), gw, []string{"warren"}); err != nil {
-			log.Error("write containers' resolv.conf", zap.Error(err))
-		}
-	}
-	return nw, nil
-}
-
-// leave runs once the agent of a node the cluster removed has stopped all
-// its tasks: it removes everything Warren set up in the kernel (table inet
-// warren, the bridge, the WireGuard device and routes, the sandboxes),
-// stops DNS, marks the data dir as left so a restart does not come back,
-// and tells the runner.
-func (n *Node) leave(why string) {
-	log := n.cfg.Log
-	n.stopProgrammer()
-	if n.dns != nil {
-		n.dns.Close()
-	}
-	n.meshMu.Lock()
-	if n.mesh != nil {
-		if err := n.mesh.Teardown(); err != nil {
-			log.Warn("remove the WireGuard mesh", zap.Error(err))
-		}
-	}
-	n.meshMu.Unlock()
-	if n.net != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := n.net.Teardown(ctx); err != nil {
-			log.Warn("remove the task network", zap.Error(err))
-		}
-		cancel()
-	}
-	n.File.Left = true
-	if err := writeNodeFile(n.cfg.DataDir, n.File); err != nil {
-		log.Warn("mark the data dir as left", zap.Error(err))
-	}
-	log.Warn("left the cluster", zap.String("why", why))
-	select {
-	case n.left <- why:
-	default:
-	}
-}
-
-// meshEndpoint is where other nodes reach this node's WireGuard.
-func (n *Node) meshEndpoint() string {
-	if n.cfg.WGEndpoint != "" {
-		return n.cfg.WGEndpoint
-	}
-	return net.JoinHostPort(n.File.Advertise, strconv.Itoa(netmesh.DefaultMeshListenPort))
-}
-
-func (n *Node) resolvConf() string { return filepath.Join(n.cfg.DataDir, "resolv.conf") }
-
-// applyNetwork hands the latest assignment set's network to the network
-// programmer goroutine and returns at once: the agent's mailbox (status
-// reports, task spawns) never waits on nftables or the mesh, and a burst
-// of pushes is applied once, with the newest state.
-func (n *Node) applyNetwork(m *messages.Assignments, programmed func()) {
-	n.netMu.Lock()
-	n.netNext, n.netDone = m, append(n.netDone, programmed)
-	start := !n.netBusy && !n.netStopped
-	if start {
-		n.netBusy = true
-		n.netWG.Add(1)
-	}
-	n.netMu.Unlock()
-	if start {
-		go n.programNetwork()
-	}
-}
-
-// netDebounce is the least time between two programmings: a change after
-// a quiet spell is programmed at once (a new service resolves, a stopping
-// task leaves the VIPs, without waiting), and the burst of pushes a deploy
-// causes becomes one nftables/DNS/mesh update per interval.
-const netDebounce = 250 * time.Millisecond
-
-// programNetwork runs while sets keep coming, skipping a set whose
-// services and peers equal the one it last programmed. Each run starts
-// afresh on purpose: the 10 s resync then writes everything to the kernel
-// again, which heals rules, routes or peers changed behind Warren's back.
-func (n *Node) programNetwork() {
-	defer n.netWG.Done()
-	var last *messages.Assignments
-	for {
-		n.netMu.Lock()
-		m, done := n.netNext, n.netDone
-		n.netNext, n.netDone = nil, nil
-		if m == nil || n.netStopped {
-			n.netBusy = false
-			n.netMu.Unlock()
-			return
-		}
-		n.netMu.Unlock()
-		if last == nil || !proto.Equal(&messages.Assignments{Services: last.Services, Peers: last.Peers}, &messages.Assignments{Services: m.Services, Peers: m.Peers}) {
-			n.programNetworkNow(m)
-			last = m
-		}
-		// Programmed, or nothing of the network changed: either way this
-		// node now routes by m (and every set it superseded).
-		for _, f := range done {
-			f()
-		}
-		time.Sleep(netDebounce) // what arrives meanwhile is taken together
-	}
-}
-
-// programNetworkNow programs this node's share of the cluster network from
-// an assignment set: VIP rules, DNS answers, mesh peers.
-func (n *Node) programNetworkNow(m *messages.Assignments) {
-	log := n.cfg.Log.Named("netmesh")
-	var svcs []netmesh.VIPService
-	recs := netmesh.DNSRecords{Services: map[string]netmesh.DNSService{}}
-	for _, s := range m.Services {
-		vip, err := netip.ParseAddr(s.Vip)
-		if err != nil {
-			continue
-		}
-		var ips []netip.Addr
-		for _, e := range s.Endpoints {
-			if ip, err := netip.ParseAddr(e.Ip); err == nil {
-				ips = append(ips, ip)
-			}
-		}
-		vs := netmesh.VIPService{Name: s.Name, VIP: vip}
-		ds := netmesh.DNSService{VIP: vip, Tasks: ips}
-		for _, p := range s.Ports {
-			proto := p.Protocol
-			if proto == "" {
-				proto = "tcp"
-			}
-			vp := netmesh.VIPPort{Protocol: proto, Port: uint16(p.TargetPort), PublishedPort: uint16(p.PublishedPort)}
-			for _, ip := range ips {
-				vp.Endpoints = append(vp.Endpoints, netmesh.Endpoint{IP: ip, Port: uint16(p.TargetPort), Weight: 1})
-			}
-			vs.Ports = append(vs.Ports, vp)
-			ds.Ports = append(ds.Ports, netmesh.DNSPort{Name: p.Name, Protocol: proto, Port: uint16(p.TargetPort)})
-		}
-		svcs = append(svcs, vs)
-		recs.Services[s.Name] = ds
-	}
-	if n.net != nil {
-		if err := n.net.SetServices(svcs); err != nil {
-			log.Error("program service VIPs", zap.Error(err))
-		}
-	}
-	if n.dns != nil {
-		n.dns.Set(recs)
-	}
-	if n.mesh == nil && len(m.Peers) > 1 {
-		mesh, err := netmesh.NewMesh(netmesh.MeshConfig{
-			KeyFile: filepath.Join(n.cfg.DataDir, "wg.key"), NodeID: n.File.NodeID, Subnet: n.subnet, ClusterRange: store.TaskSubnetPool,
-			Endpoint: n.meshEndpoint(), Log: log.Named("mesh"),
-		})
-		if err != nil {
-			log.Error("WireGuard mesh not started: tasks on other nodes are unreachable from here", zap.Error(err))
-		} else {
-			n.meshMu.Lock()
-			n.mesh = mesh
-			n.meshMu.Unlock()
-		}
-	}
-	if n.mesh != nil {
-		var peers []netmesh.Peer
-		for _, p := range m.Peers {
-			sub, err := netip.ParsePrefix(p.Subnet)
-			if err != nil {
-				continue
-			}
-			peers = append(peers, netmesh.Peer{NodeID: p.NodeId, PublicKey: p.PublicKey, Endpoint: p.Endpoint, Subnet: sub, Format: p.Format})
-		}
-		if err := n.mesh.SetPeers(peers); err != nil {
-			log.Warn("mesh peers", zap.Error(err))
-		}
-	}
-}
-
 func (n *Node) proposeClusterInfo(ca *pki.CA) error {
 	res, err := n.st.Apply(&messages.Command{Op: &messages.Command_SetClusterInfo{SetClusterInfo: &messages.SetClusterInfo{Info: &messages.ClusterInfo{
 		ClusterId: n.File.ClusterID, Name: "warren", CreatedUnixNano: time.Now().UnixNano(), CaFingerprint: ca.Fingerprint(),
@@ -812,18 +608,9 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	go n.metrics.Serve(ln)
 }
 
-// stopProgrammer ends network programming and waits for a programming
-// under way, so nothing touches the rules, DNS or mesh afterwards.
-func (n *Node) stopProgrammer() {
-	n.netMu.Lock()
-	n.netStopped = true
-	n.netMu.Unlock()
-	n.netWG.Wait()
-}
-
 // Stop shuts the node down cleanly; containers keep running.
 func (n *Node) Stop() {
-	n.stopProgrammer()
+	n.stopNetMesh()
 	if n.metrics != nil {
 		n.metrics.Close()
 	}

@@ -48,12 +48,12 @@ type AgentConfig struct {
 	// stopped and deleted all its tasks: the host removes its network and
 	// ends the process. Nil: the agent just goes idle.
 	OnLeft func(why string)
-	// OnNetwork programs the node's share of the cluster network (VIPs,
-	// DNS, mesh peers) from each assignment set, and calls programmed once
-	// it has (or once a newer set superseded this one). Nil: no service
+	// NetMesh is the node's netmesh actor: it gets each assignment set's
+	// network (messages.NetworkView) and answers netProgrammed once it has
+	// programmed it (or a newer one that superseded it). Nil: no service
 	// network.
-	OnNetwork func(m *messages.Assignments, programmed func())
-	Log       *zap.Logger
+	NetMesh *actor.PID
+	Log     *zap.Logger
 }
 
 var (
@@ -67,7 +67,8 @@ var (
 type (
 	registerNow struct{}
 	flushNow    struct{}
-	// netProgrammed: the host programmed the network of this index.
+	// netProgrammed: the netmesh actor programmed the network of this
+	// index.
 	netProgrammed struct{ index uint64 }
 	// leaveNow: stop waiting for task cleanups and leave.
 	leaveNow struct{}
@@ -529,12 +530,11 @@ func (a *agent) left(actor.Context) {
 	}
 }
 
-// programNetwork hands the host an assignment set's network; its
+// programNetwork hands the netmesh actor an assignment set's network; its
 // confirmation comes back as a message.
 func (a *agent) programNetwork(ctx actor.Context, m *messages.Assignments) {
-	if a.cfg.OnNetwork != nil {
-		self, root, index := ctx.Self(), ctx.ActorSystem().Root, m.Index
-		a.cfg.OnNetwork(m, func() { root.Send(self, &netProgrammed{index: index}) })
+	if a.cfg.NetMesh != nil {
+		ctx.Request(a.cfg.NetMesh, &messages.NetworkView{Index: m.Index, Services: m.Services, Peers: m.Peers})
 	}
 }
 
@@ -546,7 +546,7 @@ func (a *agent) programNetwork(ctx actor.Context, m *messages.Assignments) {
 func (a *agent) drain(ctx actor.Context, m *drainRequest) {
 	a.flush(ctx, a.pending)
 	a.pending = map[string]*messages.TaskStatusUpdate{}
-	if !a.registered || a.beatFails > 0 || a.cfg.OnNetwork == nil {
+	if !a.registered || a.beatFails > 0 || a.cfg.NetMesh == nil {
 		ctx.Send(m.from, &drained{seq: m.seq})
 		return
 	}
