@@ -626,7 +626,11 @@ func (a *agent) apply(ctx actor.Context, m *messages.Assignments) {
 	}
 	for id, t := range want {
 		if old, ok := a.tasks[id]; ok && t.Epoch < old.Epoch {
-			continue // fenced: never act on an older assignment
+			// Fenced: never act on an older assignment. Keep the newer one
+			// as the reference, or the same stale task pushed again would
+			// pass the check next time.
+			want[id] = old
+			continue
 		}
 		if pid, ok := a.actors[id]; ok {
 			ctx.Send(pid, t)
