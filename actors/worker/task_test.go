@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +165,44 @@ func TestCreateRefused(t *testing.T) {
 	if n := r.rt.Count(fakeruntime.OpStart, id); n != 0 {
 		t.Fatalf("%d starts of a rejected task", n)
 	}
+}
+
+// TestHealthCheck: probes run off the mailbox; a passing check makes the
+// task healthy, `retries` failures in a row unhealthy, and then the
+// container is drained and stopped so its restart policy acts.
+func TestHealthCheck(t *testing.T) {
+	r := newRig(t, fakeruntime.Config{}, true)
+	var healthy atomic.Bool
+	healthy.Store(true)
+	r.rt.SetExec(func(string, []string) (uint32, string, error) {
+		if healthy.Load() {
+			return 0, "ok", nil
+		}
+		return 1, "not ready", nil
+	})
+	r.startAgent(true)
+	const id = "task-health-001"
+	task := runningTask(id, 1, restartAny)
+	task.Spec.HealthCheck = &messages.HealthCheck{Kind: messages.HealthCheck_KIND_EXEC, ExecCommand: []string{"check"}, IntervalMs: 50, TimeoutMs: 500, Retries: 2}
+	r.assign(1, task)
+	r.waitStarts(id, 1)
+	r.reported(id, "healthy", func(s *messages.TaskStatus) bool { return s.Health == messages.HealthState_HEALTH_STATE_HEALTHY })
+	eventually(t, 5*time.Second, "a heartbeat", func() bool { _, n, _ := r.mgr.counts(); return n > 0 })
+	r.mgr.mu.Lock()
+	r.mgr.holdDrain = true
+	r.mgr.mu.Unlock()
+	healthy.Store(false)
+	st := r.reported(id, "unhealthy", func(s *messages.TaskStatus) bool { return s.Health == messages.HealthState_HEALTH_STATE_UNHEALTHY })
+	if !strings.Contains(st.Err, "not ready") {
+		t.Fatalf("unhealthy status %q does not say why", st.Err)
+	}
+	healthy.Store(true)
+	never(t, 200*time.Millisecond, "the unhealthy container was signalled before its drain was confirmed", func() bool {
+		return len(r.rt.Signals(id)) > 0
+	})
+	r.mgr.release(r.sys)
+	r.waitStarts(id, 2) // SIGTERMed after the drain, then restarted
+	r.reported(id, "healthy again", func(s *messages.TaskStatus) bool {
+		return s.Health == messages.HealthState_HEALTH_STATE_HEALTHY && s.RestartCount == 1
+	})
 }
