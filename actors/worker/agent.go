@@ -224,7 +224,7 @@ func (a *agent) start(ctx actor.Context) {
 		a.programNetwork(ctx, cached) // VIPs and peers work before any manager answers
 		// Only with the cached set applied do we know what is ours to
 		// keep; otherwise the first assignment from a manager decides.
-		a.gcOrphans()
+		a.gcOrphans(ctx)
 		a.gcDone = true
 	}
 	ctx.Send(ctx.Self(), &registerNow{})

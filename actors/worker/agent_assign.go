@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warrenorch/warren/actors/blocking"
 	"github.com/warrenorch/warren/messages"
 )
 
@@ -47,7 +48,7 @@ func (a *agent) assign(ctx actor.Context, m *messages.Assignments) {
 	a.apply(ctx, m)
 	a.programNetwork(ctx, m)
 	if !a.gcDone {
-		a.gcOrphans()
+		a.gcOrphans(ctx)
 		a.gcDone = true
 	}
 }
@@ -110,38 +111,49 @@ func assignmentSig(m *messages.Assignments) string {
 	return b.String()
 }
 
-// gcOrphans deletes containers of this node that no cached assignment names
-// (left by a crash between a manager's removal and our cleanup).
-func (a *agent) gcOrphans() {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	list, err := a.cfg.Runtime.List(c)
-	if err != nil {
-		a.cfg.Log.Warn("list containers", zap.Error(err))
-		return
+// gcOrphans deletes containers of this node that no assignment names (left
+// by a crash between a manager's removal and our cleanup), and the network
+// sandboxes of tasks not here. It runs off the mailbox: each orphan may take
+// its 5 s stop grace, and heartbeats and assignments must not wait for it.
+// The set it keeps is this one: a task that a later set brings back while
+// the sweep runs is recreated by its task actor.
+func (a *agent) gcOrphans(ctx actor.Context) {
+	keep := map[string]bool{}
+	for id := range a.tasks {
+		keep[id] = true
 	}
-	for _, s := range list {
-		if s.Labels["warren.node"] != a.cfg.NodeID {
-			continue
+	rt, nw, node, log := a.cfg.Runtime, a.net, a.cfg.NodeID, a.cfg.Log
+	blocking.Do(ctx, gcTimeout+stepSlack, func() (struct{}, error) {
+		c, cancel := context.WithTimeout(context.Background(), gcTimeout)
+		defer cancel()
+		list, err := rt.List(c)
+		if err != nil {
+			return struct{}{}, fmt.Errorf("list containers: %w", err)
 		}
-		if _, ok := a.tasks[s.ID]; ok {
-			continue
+		for _, s := range list {
+			if s.Labels["warren.node"] != node || keep[s.ID] {
+				continue
+			}
+			log.Info("removing orphan container", zap.String("container", s.ID))
+			_ = rt.Stop(c, s.ID, 5*time.Second)
+			if err := rt.Delete(c, s.ID); err != nil {
+				log.Warn("remove orphan", zap.String("container", s.ID), zap.Error(err))
+			}
 		}
-		a.cfg.Log.Info("removing orphan container", zap.String("container", s.ID))
-		_ = a.cfg.Runtime.Stop(c, s.ID, 5*time.Second)
-		if err := a.cfg.Runtime.Delete(c, s.ID); err != nil {
-			a.cfg.Log.Warn("remove orphan", zap.String("container", s.ID), zap.Error(err))
+		if gc, ok := nw.(interface {
+			GC(context.Context, map[string]bool) error
+		}); ok {
+			if err := gc.GC(c, keep); err != nil {
+				log.Warn("network gc", zap.Error(err))
+			}
 		}
-	}
-	if gc, ok := a.net.(interface {
-		GC(context.Context, map[string]bool) error
-	}); ok {
-		keep := map[string]bool{}
-		for id := range a.tasks {
-			keep[id] = true
+		return struct{}{}, nil
+	}, func(_ struct{}, err error) {
+		if err != nil {
+			a.cfg.Log.Warn("orphan sweep", zap.Error(err))
 		}
-		if err := gc.GC(c, keep); err != nil {
-			a.cfg.Log.Warn("network gc", zap.Error(err))
-		}
-	}
+	})
 }
+
+// gcTimeout bounds one orphan sweep.
+const gcTimeout = time.Minute

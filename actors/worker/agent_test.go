@@ -231,3 +231,27 @@ func TestHeartbeatsDuringImport(t *testing.T) {
 		t.Fatalf("the upload is left behind in %s: %v", r.cfg.UploadDir, left)
 	}
 }
+
+// TestOrphanSweepOffMailbox: an orphan that ignores SIGTERM holds the sweep
+// for its stop grace, but not the agent: heartbeats go on and a new set's
+// task starts meanwhile.
+func TestOrphanSweepOffMailbox(t *testing.T) {
+	r := newRig(t, fakeruntime.Config{}, true)
+	const stubborn = "orphan-stubborn"
+	r.rt.AddContainer(runtime.ContainerSpec{ID: stubborn, Image: testImage, Labels: map[string]string{"warren.node": testNode}}, true)
+	if err := r.rt.IgnoreSIGTERM(stubborn); err != nil {
+		t.Fatal(err)
+	}
+	r.startAgent(true)
+	r.assign(1, runningTask("task-first-0001", 1, nil))
+	eventually(t, 5*time.Second, "the sweep stopping the orphan", func() bool { return r.rt.Count(fakeruntime.OpStop, stubborn) == 1 })
+	_, beats, _ := r.mgr.counts()
+	r.assign(2, runningTask("task-first-0001", 1, nil), runningTask("task-second-01", 1, nil))
+	eventually(t, 2*time.Second, "a new task started during the sweep", func() bool {
+		return r.succeeded(fakeruntime.OpStart, "task-second-01") == 1
+	})
+	eventually(t, 2*time.Second, "heartbeats during the sweep", func() bool { _, n, _ := r.mgr.counts(); return n >= beats+3 })
+	if st, _ := r.rt.Status(bg, stubborn); !st.Running {
+		t.Fatal("the orphan is gone already: the test proves nothing (its stop grace is 5 s)")
+	}
+}
