@@ -138,20 +138,28 @@ func (h *Hub) start(ctx actor.Context) {
 	root := ctx.ActorSystem().Root
 	// The event stream calls handlers synchronously on the publisher's
 	// goroutine; forwarding to the hub's mailbox keeps publishers fast.
-	h.esSub = ctx.ActorSystem().EventStream.SubscribeWithPredicate(func(evt any) {
-		root.Send(self, evt)
-	}, func(evt any) bool {
-		switch e := evt.(type) {
-		case *messages.Event:
-			// Our own lifecycle events would loop through the stream forever
-			// only if recording emitted events; it does not, but the hub's
-			// own start/stop is noise nobody asked for.
-			return e.Actor != self.Id
-		case *messages.StateChanged, *actor.SupervisorEvent:
-			return true
+	// The filter runs in the handler: protoactor's SubscribeWithPredicate
+	// sets the predicate after the subscription is visible to Publish, a
+	// data race with every concurrent publisher.
+	h.esSub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+		if wanted(evt, self.Id) {
+			root.Send(self, evt)
 		}
-		return false
 	})
+}
+
+// wanted: what the hub records from the event stream.
+func wanted(evt any, self string) bool {
+	switch e := evt.(type) {
+	case *messages.Event:
+		// Our own lifecycle events would loop through the stream forever
+		// only if recording emitted events; it does not, but the hub's
+		// own start/stop is noise nobody asked for.
+		return e.Actor != self
+	case *messages.StateChanged, *actor.SupervisorEvent:
+		return true
+	}
+	return false
 }
 
 func (h *Hub) record(ctx actor.Context, ev *messages.Event) {
