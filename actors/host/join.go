@@ -318,20 +318,16 @@ func verifyJoinServer(fingerprint string) func([][]byte, [][]*x509.Certificate) 
 		if pki.Fingerprint(ca) != fingerprint {
 			return errors.New("the join server's CA does not match the token's fingerprint: wrong cluster, or someone in between")
 		}
-		leaf, err := x509.ParseCertificate(raw[0])
-		if err != nil {
-			return err
-		}
-		roots, inter := x509.NewCertPool(), x509.NewCertPool()
-		roots.AddCert(ca)
-		for _, r := range raw[1 : len(raw)-1] {
+		var certs []*x509.Certificate
+		for _, r := range raw[:len(raw)-1] {
 			c, err := x509.ParseCertificate(r)
 			if err != nil {
 				return err
 			}
-			inter.AddCert(c)
+			certs = append(certs, c)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		leaf, err := pki.VerifyChain(ca, certs, x509.ExtKeyUsageServerAuth)
+		if err != nil {
 			return fmt.Errorf("the join server's certificate is not from the token's cluster: %w", err)
 		}
 		p, err := pki.PeerOf(leaf)

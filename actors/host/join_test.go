@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -106,30 +105,18 @@ func (f *joinFixture) token(role string) string {
 // root alone.
 func verifyPEMChain(t *testing.T, root *pki.CA, chain []byte, usage x509.ExtKeyUsage) *x509.Certificate {
 	t.Helper()
-	var certs []*x509.Certificate
-	for rest := chain; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs = append(certs, c)
+	certs, err := pki.ParseChain(chain)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(certs) == 0 {
 		t.Fatal("no certificate in the chain")
 	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(root.Cert)
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+	leaf, err := pki.VerifyChain(root.Cert, certs, usage)
+	if err != nil {
 		t.Fatalf("chain does not verify against the cluster root: %v", err)
 	}
-	return certs[0]
+	return leaf
 }
 
 // TestJoinIssuesCertificatesOnly: a join with either token brings back

@@ -3,7 +3,6 @@ package manager
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -35,30 +34,18 @@ func startSigningManager(t *testing.T) (*cluster, *pki.CA) {
 // alone, for the given usage.
 func verifyChain(t *testing.T, root *pki.CA, chain []byte, usage x509.ExtKeyUsage) *x509.Certificate {
 	t.Helper()
-	var certs []*x509.Certificate
-	for rest := chain; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs = append(certs, c)
+	certs, err := pki.ParseChain(chain)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(certs) < 2 {
 		t.Fatalf("chain holds %d certificates: a leaf without the intermediate that signed it", len(certs))
 	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(root.Cert)
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+	leaf, err := pki.VerifyChain(root.Cert, certs, usage)
+	if err != nil {
 		t.Fatalf("chain does not verify against the cluster root: %v", err)
 	}
-	return certs[0]
+	return leaf
 }
 
 // TestCertificateRequestNeverYieldsAKey: every answer to a

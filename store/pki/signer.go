@@ -136,7 +136,7 @@ func SignerFromPEM(rootPEM, chainPEM, keyPEM []byte) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster root certificate: %w", err)
 	}
-	certs, err := parseChain(chainPEM)
+	certs, err := ParseChain(chainPEM)
 	if err != nil {
 		return nil, fmt.Errorf("signing CA chain: %w", err)
 	}
@@ -144,12 +144,7 @@ func SignerFromPEM(rootPEM, chainPEM, keyPEM []byte) (*CA, error) {
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, fmt.Errorf("signing certificate %q is not a CA", cert.Subject.CommonName)
 	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(root)
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := VerifyChain(root, certs, x509.ExtKeyUsageAny); err != nil {
 		return nil, fmt.Errorf("signing CA %q is not from this cluster's root: %w", cert.Subject.CommonName, err)
 	}
 	kb, _ := pem.Decode(keyPEM)
@@ -253,8 +248,25 @@ func LoadRootCert(dir string) (*x509.Certificate, error) {
 	return ParseCert(p)
 }
 
-// parseChain decodes every PEM certificate in p, in order.
-func parseChain(p []byte) ([]*x509.Certificate, error) {
+// VerifyChain verifies certs (the leaf first, then the intermediates that
+// may have signed it) against root alone, for usage, and returns the leaf.
+func VerifyChain(root *x509.Certificate, certs []*x509.Certificate, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate to verify")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// ParseChain decodes every PEM certificate in p, in order.
+func ParseChain(p []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for rest := p; ; {
 		var b *pem.Block

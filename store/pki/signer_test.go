@@ -22,7 +22,7 @@ func intermediate(t *testing.T, parent *CA, node string) *CA {
 
 func chainLen(t *testing.T, p []byte) int {
 	t.Helper()
-	certs, err := parseChain(p)
+	certs, err := ParseChain(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestIntermediateChain(t *testing.T) {
 			if got := chainLen(t, id.CertPEM); got != tt.wantChain {
 				t.Fatalf("leaf PEM holds %d certificates, want %d (leaf + intermediates)", got, tt.wantChain)
 			}
-			certs, _ := parseChain(id.CertPEM)
+			certs, _ := ParseChain(id.CertPEM)
 			inter := x509.NewCertPool()
 			for _, c := range certs[1:] {
 				inter.AddCert(c)
@@ -141,7 +141,7 @@ func TestTLSConfigIntermediates(t *testing.T) {
 
 	mgr := issue(t, m1, "n1", RoleManager)
 	wrk := issue(t, m3, "n2", RoleWorker)
-	certs, _ := parseChain(wrk.CertPEM)
+	certs, _ := ParseChain(wrk.CertPEM)
 	bare := &Identity{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw}), KeyPEM: wrk.KeyPEM}
 	kb, err := marshalKey(m3.Key)
 	if err != nil {
