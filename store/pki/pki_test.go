@@ -370,24 +370,30 @@ func TestTLSConfigHandshake(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			serr, cerr := exchange(t, tt.server, tt.client)
-			if tt.serverErr == "" && tt.clientErr == "" {
-				if serr != nil || cerr != nil {
-					t.Fatalf("exchange failed: server %v, client %v", serr, cerr)
-				}
-				return
-			}
-			// A refusal must stop the exchange on both ends, and the side
-			// that judged must say why.
-			if serr == nil || cerr == nil {
-				t.Fatalf("exchange not refused on both ends: server %v, client %v", serr, cerr)
-			}
-			if tt.serverErr != "" && !strings.Contains(serr.Error(), tt.serverErr) {
-				t.Errorf("server error = %v, want one containing %q", serr, tt.serverErr)
-			}
-			if tt.clientErr != "" && !strings.Contains(cerr.Error(), tt.clientErr) {
-				t.Errorf("client error = %v, want one containing %q", cerr, tt.clientErr)
-			}
+			checkExchange(t, serr, cerr, tt.serverErr, tt.clientErr)
 		})
+	}
+}
+
+// checkExchange: with no error wanted, both ends must succeed; otherwise a
+// refusal must stop the exchange on both ends, and the side that judged
+// must say why.
+func checkExchange(t *testing.T, serr, cerr error, serverErr, clientErr string) {
+	t.Helper()
+	if serverErr == "" && clientErr == "" {
+		if serr != nil || cerr != nil {
+			t.Fatalf("exchange failed: server %v, client %v", serr, cerr)
+		}
+		return
+	}
+	if serr == nil || cerr == nil {
+		t.Fatalf("exchange not refused on both ends: server %v, client %v", serr, cerr)
+	}
+	if serverErr != "" && !strings.Contains(serr.Error(), serverErr) {
+		t.Errorf("server error = %v, want one containing %q", serr, serverErr)
+	}
+	if clientErr != "" && !strings.Contains(cerr.Error(), clientErr) {
+		t.Errorf("client error = %v, want one containing %q", cerr, clientErr)
 	}
 }
 

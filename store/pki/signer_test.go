@@ -167,21 +167,7 @@ func TestTLSConfigIntermediates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			serr, cerr := exchange(t, tlsConfig(t, root.PEM, tt.server), tlsConfig(t, root.PEM, tt.client))
-			if tt.serverErr == "" && tt.clientErr == "" {
-				if serr != nil || cerr != nil {
-					t.Fatalf("exchange failed: server %v, client %v", serr, cerr)
-				}
-				return
-			}
-			if serr == nil || cerr == nil {
-				t.Fatalf("exchange not refused on both ends: server %v, client %v", serr, cerr)
-			}
-			if tt.serverErr != "" && !strings.Contains(serr.Error(), tt.serverErr) {
-				t.Errorf("server error = %v, want one containing %q", serr, tt.serverErr)
-			}
-			if tt.clientErr != "" && !strings.Contains(cerr.Error(), tt.clientErr) {
-				t.Errorf("client error = %v, want one containing %q", cerr, tt.clientErr)
-			}
+			checkExchange(t, serr, cerr, tt.serverErr, tt.clientErr)
 		})
 	}
 }
