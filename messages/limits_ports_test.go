@@ -34,15 +34,7 @@ func TestReservedPorts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := ValidateServiceSpec(spec(tt.proto, tt.published))
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("ValidateServiceSpec: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("ValidateServiceSpec = %v; want an error containing %q", err, tt.wantErr)
-			}
+			wantValidation(t, err, tt.wantErr)
 		})
 	}
 }

@@ -184,14 +184,8 @@ func TestValidateLimits(t *testing.T) {
 			s := ok()
 			tt.mutate(s)
 			err := ValidateServiceSpec(s)
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("ValidateServiceSpec: %v", err)
-				}
+			if !wantValidation(t, err, tt.wantErr) {
 				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("ValidateServiceSpec = %v; want an error containing %q", err, tt.wantErr)
 			}
 			if len(err.Error()) > 4096 {
 				t.Errorf("error is %d bytes: it must quote offending values short", len(err.Error()))

@@ -74,16 +74,26 @@ func TestUnbuiltFieldsRefused(t *testing.T) {
 			s := valid()
 			tt.mutate(s)
 			err := ValidateServiceSpec(s)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("ValidateServiceSpec: %v", err)
-			case tt.wantErr != "" && err == nil:
-				t.Fatalf("ValidateServiceSpec accepted the spec; want %q", tt.wantErr)
-			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
-				t.Fatalf("ValidateServiceSpec = %v; want %q", err, tt.wantErr)
-			case tt.wantErr != "" && !strings.Contains(err.Error(), "remove"):
+			if wantValidation(t, err, tt.wantErr) && !strings.Contains(err.Error(), "remove") {
 				t.Fatalf("error %q does not say what to do", err)
 			}
 		})
 	}
+}
+
+// wantValidation checks a ValidateServiceSpec result against the wanted
+// error substring ("" means valid), and reports whether an error was
+// wanted (and found), so a caller can check more of it.
+func wantValidation(t *testing.T, err error, wantErr string) bool {
+	t.Helper()
+	if wantErr == "" {
+		if err != nil {
+			t.Fatalf("ValidateServiceSpec: %v", err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Fatalf("ValidateServiceSpec = %v; want an error containing %q", err, wantErr)
+	}
+	return true
 }

@@ -83,15 +83,7 @@ func TestValidateIsolation(t *testing.T) {
 			s := &ServiceSpec{Name: "web", Image: "demo:v1", Replicas: 1}
 			tt.mutate(s)
 			err := ValidateServiceSpec(s)
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("ValidateServiceSpec: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("ValidateServiceSpec = %v; want an error containing %q", err, tt.wantErr)
-			}
+			wantValidation(t, err, tt.wantErr)
 		})
 	}
 }
