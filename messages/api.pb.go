@@ -393,6 +393,202 @@ func (x *DeleteServiceRequest) GetName() string {
 	return ""
 }
 
+// Deployment control; each answers with the service as committed.
+// promote: a canary's traffic share (weight 1-100, full=false), or all
+// the way (full=true: a canary rolls the stable replicas, a manual
+// blue/green switches). rollback: back to previous_spec, at any step.
+type PromoteServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Weight        uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Full          bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteServiceRequest) Reset() {
+	*x = PromoteServiceRequest{}
+	mi := &file_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteServiceRequest) ProtoMessage() {}
+
+func (x *PromoteServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteServiceRequest.ProtoReflect.Descriptor instead.
+func (*PromoteServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PromoteServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PromoteServiceRequest) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *PromoteServiceRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+type RollbackServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackServiceRequest) Reset() {
+	*x = RollbackServiceRequest{}
+	mi := &file_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackServiceRequest) ProtoMessage() {}
+
+func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
+func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RollbackServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type PauseServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseServiceRequest) Reset() {
+	*x = PauseServiceRequest{}
+	mi := &file_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseServiceRequest) ProtoMessage() {}
+
+func (x *PauseServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseServiceRequest.ProtoReflect.Descriptor instead.
+func (*PauseServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PauseServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResumeServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeServiceRequest) Reset() {
+	*x = ResumeServiceRequest{}
+	mi := &file_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeServiceRequest) ProtoMessage() {}
+
+func (x *ResumeServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeServiceRequest.ProtoReflect.Descriptor instead.
+func (*ResumeServiceRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResumeServiceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type InspectServiceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -402,7 +598,7 @@ type InspectServiceRequest struct {
 
 func (x *InspectServiceRequest) Reset() {
 	*x = InspectServiceRequest{}
-	mi := &file_api_proto_msgTypes[6]
+	mi := &file_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +610,7 @@ func (x *InspectServiceRequest) String() string {
 func (*InspectServiceRequest) ProtoMessage() {}
 
 func (x *InspectServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[6]
+	mi := &file_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +623,7 @@ func (x *InspectServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectServiceRequest.ProtoReflect.Descriptor instead.
 func (*InspectServiceRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{6}
+	return file_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InspectServiceRequest) GetName() string {
@@ -447,7 +643,7 @@ type ServiceReply struct {
 
 func (x *ServiceReply) Reset() {
 	*x = ServiceReply{}
-	mi := &file_api_proto_msgTypes[7]
+	mi := &file_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +655,7 @@ func (x *ServiceReply) String() string {
 func (*ServiceReply) ProtoMessage() {}
 
 func (x *ServiceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[7]
+	mi := &file_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +668,7 @@ func (x *ServiceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceReply.ProtoReflect.Descriptor instead.
 func (*ServiceReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{7}
+	return file_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServiceReply) GetError() *Error {
@@ -497,7 +693,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_api_proto_msgTypes[8]
+	mi := &file_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +705,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[8]
+	mi := &file_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +718,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{8}
+	return file_api_proto_rawDescGZIP(), []int{12}
 }
 
 type ServiceSummary struct {
@@ -536,7 +732,7 @@ type ServiceSummary struct {
 
 func (x *ServiceSummary) Reset() {
 	*x = ServiceSummary{}
-	mi := &file_api_proto_msgTypes[9]
+	mi := &file_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +744,7 @@ func (x *ServiceSummary) String() string {
 func (*ServiceSummary) ProtoMessage() {}
 
 func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[9]
+	mi := &file_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +757,7 @@ func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSummary.ProtoReflect.Descriptor instead.
 func (*ServiceSummary) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{9}
+	return file_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceSummary) GetService() *Service {
@@ -595,7 +791,7 @@ type ListServicesReply struct {
 
 func (x *ListServicesReply) Reset() {
 	*x = ListServicesReply{}
-	mi := &file_api_proto_msgTypes[10]
+	mi := &file_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +803,7 @@ func (x *ListServicesReply) String() string {
 func (*ListServicesReply) ProtoMessage() {}
 
 func (x *ListServicesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[10]
+	mi := &file_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +816,7 @@ func (x *ListServicesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesReply.ProtoReflect.Descriptor instead.
 func (*ListServicesReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{10}
+	return file_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListServicesReply) GetError() *Error {
@@ -650,7 +846,7 @@ type WaitServiceRequest struct {
 
 func (x *WaitServiceRequest) Reset() {
 	*x = WaitServiceRequest{}
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +858,7 @@ func (x *WaitServiceRequest) String() string {
 func (*WaitServiceRequest) ProtoMessage() {}
 
 func (x *WaitServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[11]
+	mi := &file_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +871,7 @@ func (x *WaitServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitServiceRequest.ProtoReflect.Descriptor instead.
 func (*WaitServiceRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{11}
+	return file_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitServiceRequest) GetName() string {
@@ -705,7 +901,7 @@ type WaitServiceReply struct {
 
 func (x *WaitServiceReply) Reset() {
 	*x = WaitServiceReply{}
-	mi := &file_api_proto_msgTypes[12]
+	mi := &file_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +913,7 @@ func (x *WaitServiceReply) String() string {
 func (*WaitServiceReply) ProtoMessage() {}
 
 func (x *WaitServiceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[12]
+	mi := &file_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +926,7 @@ func (x *WaitServiceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitServiceReply.ProtoReflect.Descriptor instead.
 func (*WaitServiceReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{12}
+	return file_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitServiceReply) GetError() *Error {
@@ -779,7 +975,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_api_proto_msgTypes[13]
+	mi := &file_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +987,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[13]
+	mi := &file_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1000,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{13}
+	return file_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTasksRequest) GetService() string {
@@ -838,7 +1034,7 @@ type ListTasksReply struct {
 
 func (x *ListTasksReply) Reset() {
 	*x = ListTasksReply{}
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1046,7 @@ func (x *ListTasksReply) String() string {
 func (*ListTasksReply) ProtoMessage() {}
 
 func (x *ListTasksReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[14]
+	mi := &file_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1059,7 @@ func (x *ListTasksReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksReply.ProtoReflect.Descriptor instead.
 func (*ListTasksReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{14}
+	return file_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTasksReply) GetError() *Error {
@@ -888,7 +1084,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1096,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[15]
+	mi := &file_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1109,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{15}
+	return file_api_proto_rawDescGZIP(), []int{19}
 }
 
 type ListNodesReply struct {
@@ -926,7 +1122,7 @@ type ListNodesReply struct {
 
 func (x *ListNodesReply) Reset() {
 	*x = ListNodesReply{}
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1134,7 @@ func (x *ListNodesReply) String() string {
 func (*ListNodesReply) ProtoMessage() {}
 
 func (x *ListNodesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[16]
+	mi := &file_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1147,7 @@ func (x *ListNodesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesReply.ProtoReflect.Descriptor instead.
 func (*ListNodesReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{16}
+	return file_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListNodesReply) GetError() *Error {
@@ -977,7 +1173,7 @@ type InspectNodeRequest struct {
 
 func (x *InspectNodeRequest) Reset() {
 	*x = InspectNodeRequest{}
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1185,7 @@ func (x *InspectNodeRequest) String() string {
 func (*InspectNodeRequest) ProtoMessage() {}
 
 func (x *InspectNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[17]
+	mi := &file_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1198,7 @@ func (x *InspectNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectNodeRequest.ProtoReflect.Descriptor instead.
 func (*InspectNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{17}
+	return file_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InspectNodeRequest) GetNode() string {
@@ -1023,7 +1219,7 @@ type NodeReply struct {
 
 func (x *NodeReply) Reset() {
 	*x = NodeReply{}
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1231,7 @@ func (x *NodeReply) String() string {
 func (*NodeReply) ProtoMessage() {}
 
 func (x *NodeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[18]
+	mi := &file_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1244,7 @@ func (x *NodeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReply.ProtoReflect.Descriptor instead.
 func (*NodeReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{18}
+	return file_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeReply) GetError() *Error {
@@ -1086,7 +1282,7 @@ type ImportImageChunk struct {
 
 func (x *ImportImageChunk) Reset() {
 	*x = ImportImageChunk{}
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1294,7 @@ func (x *ImportImageChunk) String() string {
 func (*ImportImageChunk) ProtoMessage() {}
 
 func (x *ImportImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[19]
+	mi := &file_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1307,7 @@ func (x *ImportImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageChunk.ProtoReflect.Descriptor instead.
 func (*ImportImageChunk) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{19}
+	return file_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportImageChunk) GetUploadId() string {
@@ -1152,7 +1348,7 @@ type ImportImageReply struct {
 
 func (x *ImportImageReply) Reset() {
 	*x = ImportImageReply{}
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1360,7 @@ func (x *ImportImageReply) String() string {
 func (*ImportImageReply) ProtoMessage() {}
 
 func (x *ImportImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[20]
+	mi := &file_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1373,7 @@ func (x *ImportImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageReply.ProtoReflect.Descriptor instead.
 func (*ImportImageReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{20}
+	return file_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ImportImageReply) GetError() *Error {
@@ -1202,7 +1398,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1410,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[21]
+	mi := &file_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1423,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{21}
+	return file_api_proto_rawDescGZIP(), []int{25}
 }
 
 type ListImagesReply struct {
@@ -1240,7 +1436,7 @@ type ListImagesReply struct {
 
 func (x *ListImagesReply) Reset() {
 	*x = ListImagesReply{}
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1448,7 @@ func (x *ListImagesReply) String() string {
 func (*ListImagesReply) ProtoMessage() {}
 
 func (x *ListImagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[22]
+	mi := &file_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1461,7 @@ func (x *ListImagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesReply.ProtoReflect.Descriptor instead.
 func (*ListImagesReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{22}
+	return file_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListImagesReply) GetError() *Error {
@@ -1293,7 +1489,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1501,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[23]
+	mi := &file_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1514,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{23}
+	return file_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PullImageRequest) GetRef() string {
@@ -1345,7 +1541,7 @@ type PullImageReply struct {
 
 func (x *PullImageReply) Reset() {
 	*x = PullImageReply{}
-	mi := &file_api_proto_msgTypes[24]
+	mi := &file_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1553,7 @@ func (x *PullImageReply) String() string {
 func (*PullImageReply) ProtoMessage() {}
 
 func (x *PullImageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[24]
+	mi := &file_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1566,7 @@ func (x *PullImageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageReply.ProtoReflect.Descriptor instead.
 func (*PullImageReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{24}
+	return file_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PullImageReply) GetError() *Error {
@@ -1401,7 +1597,7 @@ type JoinTokenRequest struct {
 
 func (x *JoinTokenRequest) Reset() {
 	*x = JoinTokenRequest{}
-	mi := &file_api_proto_msgTypes[25]
+	mi := &file_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1609,7 @@ func (x *JoinTokenRequest) String() string {
 func (*JoinTokenRequest) ProtoMessage() {}
 
 func (x *JoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[25]
+	mi := &file_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1622,7 @@ func (x *JoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*JoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{25}
+	return file_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinTokenRequest) GetRole() NodeRole {
@@ -1462,7 +1658,7 @@ type JoinTokenReply struct {
 
 func (x *JoinTokenReply) Reset() {
 	*x = JoinTokenReply{}
-	mi := &file_api_proto_msgTypes[26]
+	mi := &file_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1670,7 @@ func (x *JoinTokenReply) String() string {
 func (*JoinTokenReply) ProtoMessage() {}
 
 func (x *JoinTokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[26]
+	mi := &file_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1683,7 @@ func (x *JoinTokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinTokenReply.ProtoReflect.Descriptor instead.
 func (*JoinTokenReply) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{26}
+	return file_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinTokenReply) GetError() *Error {
@@ -1532,7 +1728,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_api_proto_msgTypes[27]
+	mi := &file_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1740,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[27]
+	mi := &file_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1753,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{27}
+	return file_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateNodeRequest) GetNode() string {
@@ -1604,7 +1800,7 @@ type PromoteNodeRequest struct {
 
 func (x *PromoteNodeRequest) Reset() {
 	*x = PromoteNodeRequest{}
-	mi := &file_api_proto_msgTypes[28]
+	mi := &file_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1812,7 @@ func (x *PromoteNodeRequest) String() string {
 func (*PromoteNodeRequest) ProtoMessage() {}
 
 func (x *PromoteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[28]
+	mi := &file_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1825,7 @@ func (x *PromoteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteNodeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{28}
+	return file_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PromoteNodeRequest) GetNode() string {
@@ -1648,7 +1844,7 @@ type DemoteNodeRequest struct {
 
 func (x *DemoteNodeRequest) Reset() {
 	*x = DemoteNodeRequest{}
-	mi := &file_api_proto_msgTypes[29]
+	mi := &file_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +1856,7 @@ func (x *DemoteNodeRequest) String() string {
 func (*DemoteNodeRequest) ProtoMessage() {}
 
 func (x *DemoteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[29]
+	mi := &file_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +1869,7 @@ func (x *DemoteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteNodeRequest.ProtoReflect.Descriptor instead.
 func (*DemoteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{29}
+	return file_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DemoteNodeRequest) GetNode() string {
@@ -1693,7 +1889,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_api_proto_msgTypes[30]
+	mi := &file_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1901,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_msgTypes[30]
+	mi := &file_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1914,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_api_proto_rawDescGZIP(), []int{30}
+	return file_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RemoveNodeRequest) GetNode() string {
@@ -1767,6 +1963,16 @@ const file_api_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x04R\breplicas\"*\n" +
 	"\x14DeleteServiceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"W\n" +
+	"\x15PromoteServiceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\",\n" +
+	"\x16RollbackServiceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
+	"\x13PauseServiceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"*\n" +
+	"\x14ResumeServiceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"+\n" +
 	"\x15InspectServiceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"d\n" +
@@ -1868,74 +2074,78 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_api_proto_goTypes = []any{
-	(*ClusterInfoRequest)(nil),    // 0: warren.v1.ClusterInfoRequest
-	(*ClusterInfoReply)(nil),      // 1: warren.v1.ClusterInfoReply
-	(*CreateServiceRequest)(nil),  // 2: warren.v1.CreateServiceRequest
-	(*UpdateServiceRequest)(nil),  // 3: warren.v1.UpdateServiceRequest
-	(*ScaleServiceRequest)(nil),   // 4: warren.v1.ScaleServiceRequest
-	(*DeleteServiceRequest)(nil),  // 5: warren.v1.DeleteServiceRequest
-	(*InspectServiceRequest)(nil), // 6: warren.v1.InspectServiceRequest
-	(*ServiceReply)(nil),          // 7: warren.v1.ServiceReply
-	(*ListServicesRequest)(nil),   // 8: warren.v1.ListServicesRequest
-	(*ServiceSummary)(nil),        // 9: warren.v1.ServiceSummary
-	(*ListServicesReply)(nil),     // 10: warren.v1.ListServicesReply
-	(*WaitServiceRequest)(nil),    // 11: warren.v1.WaitServiceRequest
-	(*WaitServiceReply)(nil),      // 12: warren.v1.WaitServiceReply
-	(*ListTasksRequest)(nil),      // 13: warren.v1.ListTasksRequest
-	(*ListTasksReply)(nil),        // 14: warren.v1.ListTasksReply
-	(*ListNodesRequest)(nil),      // 15: warren.v1.ListNodesRequest
-	(*ListNodesReply)(nil),        // 16: warren.v1.ListNodesReply
-	(*InspectNodeRequest)(nil),    // 17: warren.v1.InspectNodeRequest
-	(*NodeReply)(nil),             // 18: warren.v1.NodeReply
-	(*ImportImageChunk)(nil),      // 19: warren.v1.ImportImageChunk
-	(*ImportImageReply)(nil),      // 20: warren.v1.ImportImageReply
-	(*ListImagesRequest)(nil),     // 21: warren.v1.ListImagesRequest
-	(*ListImagesReply)(nil),       // 22: warren.v1.ListImagesReply
-	(*PullImageRequest)(nil),      // 23: warren.v1.PullImageRequest
-	(*PullImageReply)(nil),        // 24: warren.v1.PullImageReply
-	(*JoinTokenRequest)(nil),      // 25: warren.v1.JoinTokenRequest
-	(*JoinTokenReply)(nil),        // 26: warren.v1.JoinTokenReply
-	(*UpdateNodeRequest)(nil),     // 27: warren.v1.UpdateNodeRequest
-	(*PromoteNodeRequest)(nil),    // 28: warren.v1.PromoteNodeRequest
-	(*DemoteNodeRequest)(nil),     // 29: warren.v1.DemoteNodeRequest
-	(*RemoveNodeRequest)(nil),     // 30: warren.v1.RemoveNodeRequest
-	nil,                           // 31: warren.v1.UpdateNodeRequest.LabelAddEntry
-	(*Error)(nil),                 // 32: warren.v1.Error
-	(*ClusterInfo)(nil),           // 33: warren.v1.ClusterInfo
-	(*ServiceSpec)(nil),           // 34: warren.v1.ServiceSpec
-	(*Service)(nil),               // 35: warren.v1.Service
-	(*Task)(nil),                  // 36: warren.v1.Task
-	(*Node)(nil),                  // 37: warren.v1.Node
-	(NodeRole)(0),                 // 38: warren.v1.NodeRole
-	(NodeAvailability)(0),         // 39: warren.v1.NodeAvailability
+	(*ClusterInfoRequest)(nil),     // 0: warren.v1.ClusterInfoRequest
+	(*ClusterInfoReply)(nil),       // 1: warren.v1.ClusterInfoReply
+	(*CreateServiceRequest)(nil),   // 2: warren.v1.CreateServiceRequest
+	(*UpdateServiceRequest)(nil),   // 3: warren.v1.UpdateServiceRequest
+	(*ScaleServiceRequest)(nil),    // 4: warren.v1.ScaleServiceRequest
+	(*DeleteServiceRequest)(nil),   // 5: warren.v1.DeleteServiceRequest
+	(*PromoteServiceRequest)(nil),  // 6: warren.v1.PromoteServiceRequest
+	(*RollbackServiceRequest)(nil), // 7: warren.v1.RollbackServiceRequest
+	(*PauseServiceRequest)(nil),    // 8: warren.v1.PauseServiceRequest
+	(*ResumeServiceRequest)(nil),   // 9: warren.v1.ResumeServiceRequest
+	(*InspectServiceRequest)(nil),  // 10: warren.v1.InspectServiceRequest
+	(*ServiceReply)(nil),           // 11: warren.v1.ServiceReply
+	(*ListServicesRequest)(nil),    // 12: warren.v1.ListServicesRequest
+	(*ServiceSummary)(nil),         // 13: warren.v1.ServiceSummary
+	(*ListServicesReply)(nil),      // 14: warren.v1.ListServicesReply
+	(*WaitServiceRequest)(nil),     // 15: warren.v1.WaitServiceRequest
+	(*WaitServiceReply)(nil),       // 16: warren.v1.WaitServiceReply
+	(*ListTasksRequest)(nil),       // 17: warren.v1.ListTasksRequest
+	(*ListTasksReply)(nil),         // 18: warren.v1.ListTasksReply
+	(*ListNodesRequest)(nil),       // 19: warren.v1.ListNodesRequest
+	(*ListNodesReply)(nil),         // 20: warren.v1.ListNodesReply
+	(*InspectNodeRequest)(nil),     // 21: warren.v1.InspectNodeRequest
+	(*NodeReply)(nil),              // 22: warren.v1.NodeReply
+	(*ImportImageChunk)(nil),       // 23: warren.v1.ImportImageChunk
+	(*ImportImageReply)(nil),       // 24: warren.v1.ImportImageReply
+	(*ListImagesRequest)(nil),      // 25: warren.v1.ListImagesRequest
+	(*ListImagesReply)(nil),        // 26: warren.v1.ListImagesReply
+	(*PullImageRequest)(nil),       // 27: warren.v1.PullImageRequest
+	(*PullImageReply)(nil),         // 28: warren.v1.PullImageReply
+	(*JoinTokenRequest)(nil),       // 29: warren.v1.JoinTokenRequest
+	(*JoinTokenReply)(nil),         // 30: warren.v1.JoinTokenReply
+	(*UpdateNodeRequest)(nil),      // 31: warren.v1.UpdateNodeRequest
+	(*PromoteNodeRequest)(nil),     // 32: warren.v1.PromoteNodeRequest
+	(*DemoteNodeRequest)(nil),      // 33: warren.v1.DemoteNodeRequest
+	(*RemoveNodeRequest)(nil),      // 34: warren.v1.RemoveNodeRequest
+	nil,                            // 35: warren.v1.UpdateNodeRequest.LabelAddEntry
+	(*Error)(nil),                  // 36: warren.v1.Error
+	(*ClusterInfo)(nil),            // 37: warren.v1.ClusterInfo
+	(*ServiceSpec)(nil),            // 38: warren.v1.ServiceSpec
+	(*Service)(nil),                // 39: warren.v1.Service
+	(*Task)(nil),                   // 40: warren.v1.Task
+	(*Node)(nil),                   // 41: warren.v1.Node
+	(NodeRole)(0),                  // 42: warren.v1.NodeRole
+	(NodeAvailability)(0),          // 43: warren.v1.NodeAvailability
 }
 var file_api_proto_depIdxs = []int32{
-	32, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
-	33, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
-	34, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	34, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
-	32, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
-	35, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
-	35, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
-	32, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
-	9,  // 8: warren.v1.ListServicesReply.services:type_name -> warren.v1.ServiceSummary
-	32, // 9: warren.v1.WaitServiceReply.error:type_name -> warren.v1.Error
-	35, // 10: warren.v1.WaitServiceReply.service:type_name -> warren.v1.Service
-	32, // 11: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
-	36, // 12: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
-	32, // 13: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
-	37, // 14: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
-	32, // 15: warren.v1.NodeReply.error:type_name -> warren.v1.Error
-	37, // 16: warren.v1.NodeReply.node:type_name -> warren.v1.Node
-	32, // 17: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
-	32, // 18: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
-	32, // 19: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
-	38, // 20: warren.v1.JoinTokenRequest.role:type_name -> warren.v1.NodeRole
-	32, // 21: warren.v1.JoinTokenReply.error:type_name -> warren.v1.Error
-	39, // 22: warren.v1.UpdateNodeRequest.availability:type_name -> warren.v1.NodeAvailability
-	31, // 23: warren.v1.UpdateNodeRequest.label_add:type_name -> warren.v1.UpdateNodeRequest.LabelAddEntry
+	36, // 0: warren.v1.ClusterInfoReply.error:type_name -> warren.v1.Error
+	37, // 1: warren.v1.ClusterInfoReply.cluster:type_name -> warren.v1.ClusterInfo
+	38, // 2: warren.v1.CreateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	38, // 3: warren.v1.UpdateServiceRequest.spec:type_name -> warren.v1.ServiceSpec
+	36, // 4: warren.v1.ServiceReply.error:type_name -> warren.v1.Error
+	39, // 5: warren.v1.ServiceReply.service:type_name -> warren.v1.Service
+	39, // 6: warren.v1.ServiceSummary.service:type_name -> warren.v1.Service
+	36, // 7: warren.v1.ListServicesReply.error:type_name -> warren.v1.Error
+	13, // 8: warren.v1.ListServicesReply.services:type_name -> warren.v1.ServiceSummary
+	36, // 9: warren.v1.WaitServiceReply.error:type_name -> warren.v1.Error
+	39, // 10: warren.v1.WaitServiceReply.service:type_name -> warren.v1.Service
+	36, // 11: warren.v1.ListTasksReply.error:type_name -> warren.v1.Error
+	40, // 12: warren.v1.ListTasksReply.tasks:type_name -> warren.v1.Task
+	36, // 13: warren.v1.ListNodesReply.error:type_name -> warren.v1.Error
+	41, // 14: warren.v1.ListNodesReply.nodes:type_name -> warren.v1.Node
+	36, // 15: warren.v1.NodeReply.error:type_name -> warren.v1.Error
+	41, // 16: warren.v1.NodeReply.node:type_name -> warren.v1.Node
+	36, // 17: warren.v1.ImportImageReply.error:type_name -> warren.v1.Error
+	36, // 18: warren.v1.ListImagesReply.error:type_name -> warren.v1.Error
+	36, // 19: warren.v1.PullImageReply.error:type_name -> warren.v1.Error
+	42, // 20: warren.v1.JoinTokenRequest.role:type_name -> warren.v1.NodeRole
+	36, // 21: warren.v1.JoinTokenReply.error:type_name -> warren.v1.Error
+	43, // 22: warren.v1.UpdateNodeRequest.availability:type_name -> warren.v1.NodeAvailability
+	35, // 23: warren.v1.UpdateNodeRequest.label_add:type_name -> warren.v1.UpdateNodeRequest.LabelAddEntry
 	24, // [24:24] is the sub-list for method output_type
 	24, // [24:24] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
@@ -1956,7 +2166,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

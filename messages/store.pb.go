@@ -151,6 +151,7 @@ type Command struct {
 	//	*Command_UpdateTaskStatuses
 	//	*Command_RemoveTasks
 	//	*Command_SetClusterInfo
+	//	*Command_SetDeployment
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// Wall clock of the proposer, so every manager stamps the same times.
 	UnixNano      int64 `protobuf:"varint,20,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
@@ -285,6 +286,15 @@ func (x *Command) GetSetClusterInfo() *SetClusterInfo {
 	return nil
 }
 
+func (x *Command) GetSetDeployment() *SetDeployment {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetDeployment); ok {
+			return x.SetDeployment
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetUnixNano() int64 {
 	if x != nil {
 		return x.UnixNano
@@ -336,6 +346,10 @@ type Command_SetClusterInfo struct {
 	SetClusterInfo *SetClusterInfo `protobuf:"bytes,10,opt,name=set_cluster_info,json=setClusterInfo,proto3,oneof"`
 }
 
+type Command_SetDeployment struct {
+	SetDeployment *SetDeployment `protobuf:"bytes,11,opt,name=set_deployment,json=setDeployment,proto3,oneof"`
+}
+
 func (*Command_CreateService) isCommand_Op() {}
 
 func (*Command_UpdateService) isCommand_Op() {}
@@ -355,6 +369,8 @@ func (*Command_UpdateTaskStatuses) isCommand_Op() {}
 func (*Command_RemoveTasks) isCommand_Op() {}
 
 func (*Command_SetClusterInfo) isCommand_Op() {}
+
+func (*Command_SetDeployment) isCommand_Op() {}
 
 type CreateService struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -401,11 +417,15 @@ func (x *CreateService) GetService() *Service {
 }
 
 // expected_version 0 skips the check.
+// With a deployment, the spec change and the deployment's first state are
+// one commit: no crash can leave a new spec without its deployment.
 type UpdateService struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ServiceId       string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
 	ExpectedVersion uint64                 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	Spec            *ServiceSpec           `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	Deployment      *Deployment            `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"` // from/to versions and index are filled in by the store
+	TrafficWeights  map[uint64]uint32      `protobuf:"bytes,5,rep,name=traffic_weights,json=trafficWeights,proto3" json:"traffic_weights,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -461,6 +481,100 @@ func (x *UpdateService) GetSpec() *ServiceSpec {
 	return nil
 }
 
+func (x *UpdateService) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *UpdateService) GetTrafficWeights() map[uint64]uint32 {
+	if x != nil {
+		return x.TrafficWeights
+	}
+	return nil
+}
+
+// One transition of a deployment actor. expected_index is the index of the
+// transition it read (the deployment's index): a stale actor, or a user's
+// command that raced with it, is refused with CONFLICT. restore_previous
+// (on rolled-back) makes previous_spec the spec again.
+type SetDeployment struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId       string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	ExpectedIndex   uint64                 `protobuf:"varint,2,opt,name=expected_index,json=expectedIndex,proto3" json:"expected_index,omitempty"`
+	Deployment      *Deployment            `protobuf:"bytes,3,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	TrafficWeights  map[uint64]uint32      `protobuf:"bytes,4,rep,name=traffic_weights,json=trafficWeights,proto3" json:"traffic_weights,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	RestorePrevious bool                   `protobuf:"varint,5,opt,name=restore_previous,json=restorePrevious,proto3" json:"restore_previous,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetDeployment) Reset() {
+	*x = SetDeployment{}
+	mi := &file_store_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDeployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDeployment) ProtoMessage() {}
+
+func (x *SetDeployment) ProtoReflect() protoreflect.Message {
+	mi := &file_store_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDeployment.ProtoReflect.Descriptor instead.
+func (*SetDeployment) Descriptor() ([]byte, []int) {
+	return file_store_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SetDeployment) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *SetDeployment) GetExpectedIndex() uint64 {
+	if x != nil {
+		return x.ExpectedIndex
+	}
+	return 0
+}
+
+func (x *SetDeployment) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *SetDeployment) GetTrafficWeights() map[uint64]uint32 {
+	if x != nil {
+		return x.TrafficWeights
+	}
+	return nil
+}
+
+func (x *SetDeployment) GetRestorePrevious() bool {
+	if x != nil {
+		return x.RestorePrevious
+	}
+	return false
+}
+
 type DeleteService struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
@@ -470,7 +584,7 @@ type DeleteService struct {
 
 func (x *DeleteService) Reset() {
 	*x = DeleteService{}
-	mi := &file_store_proto_msgTypes[3]
+	mi := &file_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +596,7 @@ func (x *DeleteService) String() string {
 func (*DeleteService) ProtoMessage() {}
 
 func (x *DeleteService) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[3]
+	mi := &file_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +609,7 @@ func (x *DeleteService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteService.ProtoReflect.Descriptor instead.
 func (*DeleteService) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{3}
+	return file_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeleteService) GetServiceId() string {
@@ -515,7 +629,7 @@ type UpsertNode struct {
 
 func (x *UpsertNode) Reset() {
 	*x = UpsertNode{}
-	mi := &file_store_proto_msgTypes[4]
+	mi := &file_store_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +641,7 @@ func (x *UpsertNode) String() string {
 func (*UpsertNode) ProtoMessage() {}
 
 func (x *UpsertNode) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[4]
+	mi := &file_store_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +654,7 @@ func (x *UpsertNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertNode.ProtoReflect.Descriptor instead.
 func (*UpsertNode) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{4}
+	return file_store_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpsertNode) GetNode() *Node {
@@ -566,7 +680,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_store_proto_msgTypes[5]
+	mi := &file_store_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +692,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[5]
+	mi := &file_store_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +705,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{5}
+	return file_store_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RemoveNode) GetNodeId() string {
@@ -610,7 +724,7 @@ type CreateTasks struct {
 
 func (x *CreateTasks) Reset() {
 	*x = CreateTasks{}
-	mi := &file_store_proto_msgTypes[6]
+	mi := &file_store_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +736,7 @@ func (x *CreateTasks) String() string {
 func (*CreateTasks) ProtoMessage() {}
 
 func (x *CreateTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[6]
+	mi := &file_store_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +749,7 @@ func (x *CreateTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTasks.ProtoReflect.Descriptor instead.
 func (*CreateTasks) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{6}
+	return file_store_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateTasks) GetTasks() []*Task {
@@ -655,7 +769,7 @@ type UpdateTasks struct {
 
 func (x *UpdateTasks) Reset() {
 	*x = UpdateTasks{}
-	mi := &file_store_proto_msgTypes[7]
+	mi := &file_store_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +781,7 @@ func (x *UpdateTasks) String() string {
 func (*UpdateTasks) ProtoMessage() {}
 
 func (x *UpdateTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[7]
+	mi := &file_store_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +794,7 @@ func (x *UpdateTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTasks.ProtoReflect.Descriptor instead.
 func (*UpdateTasks) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{7}
+	return file_store_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateTasks) GetTasks() []*Task {
@@ -699,7 +813,7 @@ type UpdateTaskStatuses struct {
 
 func (x *UpdateTaskStatuses) Reset() {
 	*x = UpdateTaskStatuses{}
-	mi := &file_store_proto_msgTypes[8]
+	mi := &file_store_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +825,7 @@ func (x *UpdateTaskStatuses) String() string {
 func (*UpdateTaskStatuses) ProtoMessage() {}
 
 func (x *UpdateTaskStatuses) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[8]
+	mi := &file_store_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +838,7 @@ func (x *UpdateTaskStatuses) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStatuses.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStatuses) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{8}
+	return file_store_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateTaskStatuses) GetUpdates() []*TaskStatusUpdate {
@@ -743,7 +857,7 @@ type RemoveTasks struct {
 
 func (x *RemoveTasks) Reset() {
 	*x = RemoveTasks{}
-	mi := &file_store_proto_msgTypes[9]
+	mi := &file_store_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +869,7 @@ func (x *RemoveTasks) String() string {
 func (*RemoveTasks) ProtoMessage() {}
 
 func (x *RemoveTasks) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[9]
+	mi := &file_store_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +882,7 @@ func (x *RemoveTasks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveTasks.ProtoReflect.Descriptor instead.
 func (*RemoveTasks) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{9}
+	return file_store_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveTasks) GetTaskIds() []string {
@@ -787,7 +901,7 @@ type SetClusterInfo struct {
 
 func (x *SetClusterInfo) Reset() {
 	*x = SetClusterInfo{}
-	mi := &file_store_proto_msgTypes[10]
+	mi := &file_store_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +913,7 @@ func (x *SetClusterInfo) String() string {
 func (*SetClusterInfo) ProtoMessage() {}
 
 func (x *SetClusterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[10]
+	mi := &file_store_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +926,7 @@ func (x *SetClusterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterInfo.ProtoReflect.Descriptor instead.
 func (*SetClusterInfo) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{10}
+	return file_store_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetClusterInfo) GetInfo() *ClusterInfo {
@@ -833,7 +947,7 @@ type TaskStatusUpdate struct {
 
 func (x *TaskStatusUpdate) Reset() {
 	*x = TaskStatusUpdate{}
-	mi := &file_store_proto_msgTypes[11]
+	mi := &file_store_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +959,7 @@ func (x *TaskStatusUpdate) String() string {
 func (*TaskStatusUpdate) ProtoMessage() {}
 
 func (x *TaskStatusUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[11]
+	mi := &file_store_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +972,7 @@ func (x *TaskStatusUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStatusUpdate) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{11}
+	return file_store_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskStatusUpdate) GetTaskId() string {
@@ -901,7 +1015,7 @@ type ClusterInfo struct {
 
 func (x *ClusterInfo) Reset() {
 	*x = ClusterInfo{}
-	mi := &file_store_proto_msgTypes[12]
+	mi := &file_store_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1027,7 @@ func (x *ClusterInfo) String() string {
 func (*ClusterInfo) ProtoMessage() {}
 
 func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[12]
+	mi := &file_store_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1040,7 @@ func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfo.ProtoReflect.Descriptor instead.
 func (*ClusterInfo) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{12}
+	return file_store_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterInfo) GetClusterId() string {
@@ -995,7 +1109,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_store_proto_msgTypes[13]
+	mi := &file_store_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1121,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[13]
+	mi := &file_store_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1134,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{13}
+	return file_store_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1048,7 +1162,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_store_proto_msgTypes[14]
+	mi := &file_store_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1174,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[14]
+	mi := &file_store_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1187,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{14}
+	return file_store_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandResult) GetIndex() uint64 {
@@ -1113,7 +1227,7 @@ type StateSnapshot struct {
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_store_proto_msgTypes[15]
+	mi := &file_store_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1239,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[15]
+	mi := &file_store_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1252,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{15}
+	return file_store_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StateSnapshot) GetIndex() uint64 {
@@ -1198,7 +1312,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_store_proto_msgTypes[16]
+	mi := &file_store_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1324,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[16]
+	mi := &file_store_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1337,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{16}
+	return file_store_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Change) GetOp() ChangeOp {
@@ -1302,7 +1416,7 @@ type StateChanged struct {
 
 func (x *StateChanged) Reset() {
 	*x = StateChanged{}
-	mi := &file_store_proto_msgTypes[17]
+	mi := &file_store_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1428,7 @@ func (x *StateChanged) String() string {
 func (*StateChanged) ProtoMessage() {}
 
 func (x *StateChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_store_proto_msgTypes[17]
+	mi := &file_store_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1441,7 @@ func (x *StateChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChanged.ProtoReflect.Descriptor instead.
 func (*StateChanged) Descriptor() ([]byte, []int) {
-	return file_store_proto_rawDescGZIP(), []int{17}
+	return file_store_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateChanged) GetIndex() uint64 {
@@ -1355,7 +1469,7 @@ var File_store_proto protoreflect.FileDescriptor
 
 const file_store_proto_rawDesc = "" +
 	"\n" +
-	"\vstore.proto\x12\twarren.v1\x1a\vtypes.proto\"\xba\x05\n" +
+	"\vstore.proto\x12\twarren.v1\x1a\vtypes.proto\"\xfd\x05\n" +
 	"\aCommand\x12A\n" +
 	"\x0ecreate_service\x18\x01 \x01(\v2\x18.warren.v1.CreateServiceH\x00R\rcreateService\x12A\n" +
 	"\x0eupdate_service\x18\x02 \x01(\v2\x18.warren.v1.UpdateServiceH\x00R\rupdateService\x12A\n" +
@@ -1369,16 +1483,36 @@ const file_store_proto_rawDesc = "" +
 	"\x14update_task_statuses\x18\b \x01(\v2\x1d.warren.v1.UpdateTaskStatusesH\x00R\x12updateTaskStatuses\x12;\n" +
 	"\fremove_tasks\x18\t \x01(\v2\x16.warren.v1.RemoveTasksH\x00R\vremoveTasks\x12E\n" +
 	"\x10set_cluster_info\x18\n" +
-	" \x01(\v2\x19.warren.v1.SetClusterInfoH\x00R\x0esetClusterInfo\x12\x1b\n" +
+	" \x01(\v2\x19.warren.v1.SetClusterInfoH\x00R\x0esetClusterInfo\x12A\n" +
+	"\x0eset_deployment\x18\v \x01(\v2\x18.warren.v1.SetDeploymentH\x00R\rsetDeployment\x12\x1b\n" +
 	"\tunix_nano\x18\x14 \x01(\x03R\bunixNanoB\x04\n" +
 	"\x02op\"=\n" +
 	"\rCreateService\x12,\n" +
-	"\aservice\x18\x01 \x01(\v2\x12.warren.v1.ServiceR\aservice\"\x85\x01\n" +
+	"\aservice\x18\x01 \x01(\v2\x12.warren.v1.ServiceR\aservice\"\xd6\x02\n" +
 	"\rUpdateService\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12*\n" +
-	"\x04spec\x18\x03 \x01(\v2\x16.warren.v1.ServiceSpecR\x04spec\".\n" +
+	"\x04spec\x18\x03 \x01(\v2\x16.warren.v1.ServiceSpecR\x04spec\x125\n" +
+	"\n" +
+	"deployment\x18\x04 \x01(\v2\x15.warren.v1.DeploymentR\n" +
+	"deployment\x12U\n" +
+	"\x0ftraffic_weights\x18\x05 \x03(\v2,.warren.v1.UpdateService.TrafficWeightsEntryR\x0etrafficWeights\x1aA\n" +
+	"\x13TrafficWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xd1\x02\n" +
+	"\rSetDeployment\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12%\n" +
+	"\x0eexpected_index\x18\x02 \x01(\x04R\rexpectedIndex\x125\n" +
+	"\n" +
+	"deployment\x18\x03 \x01(\v2\x15.warren.v1.DeploymentR\n" +
+	"deployment\x12U\n" +
+	"\x0ftraffic_weights\x18\x04 \x03(\v2,.warren.v1.SetDeployment.TrafficWeightsEntryR\x0etrafficWeights\x12)\n" +
+	"\x10restore_previous\x18\x05 \x01(\bR\x0frestorePrevious\x1aA\n" +
+	"\x13TrafficWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\".\n" +
 	"\rDeleteService\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\"\\\n" +
@@ -1464,69 +1598,78 @@ func file_store_proto_rawDescGZIP() []byte {
 }
 
 var file_store_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_store_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_store_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_store_proto_goTypes = []any{
 	(ErrorCode)(0),             // 0: warren.v1.ErrorCode
 	(ChangeOp)(0),              // 1: warren.v1.ChangeOp
 	(*Command)(nil),            // 2: warren.v1.Command
 	(*CreateService)(nil),      // 3: warren.v1.CreateService
 	(*UpdateService)(nil),      // 4: warren.v1.UpdateService
-	(*DeleteService)(nil),      // 5: warren.v1.DeleteService
-	(*UpsertNode)(nil),         // 6: warren.v1.UpsertNode
-	(*RemoveNode)(nil),         // 7: warren.v1.RemoveNode
-	(*CreateTasks)(nil),        // 8: warren.v1.CreateTasks
-	(*UpdateTasks)(nil),        // 9: warren.v1.UpdateTasks
-	(*UpdateTaskStatuses)(nil), // 10: warren.v1.UpdateTaskStatuses
-	(*RemoveTasks)(nil),        // 11: warren.v1.RemoveTasks
-	(*SetClusterInfo)(nil),     // 12: warren.v1.SetClusterInfo
-	(*TaskStatusUpdate)(nil),   // 13: warren.v1.TaskStatusUpdate
-	(*ClusterInfo)(nil),        // 14: warren.v1.ClusterInfo
-	(*Error)(nil),              // 15: warren.v1.Error
-	(*CommandResult)(nil),      // 16: warren.v1.CommandResult
-	(*StateSnapshot)(nil),      // 17: warren.v1.StateSnapshot
-	(*Change)(nil),             // 18: warren.v1.Change
-	(*StateChanged)(nil),       // 19: warren.v1.StateChanged
-	(*Service)(nil),            // 20: warren.v1.Service
-	(*ServiceSpec)(nil),        // 21: warren.v1.ServiceSpec
-	(*Node)(nil),               // 22: warren.v1.Node
-	(*Task)(nil),               // 23: warren.v1.Task
-	(*TaskStatus)(nil),         // 24: warren.v1.TaskStatus
+	(*SetDeployment)(nil),      // 5: warren.v1.SetDeployment
+	(*DeleteService)(nil),      // 6: warren.v1.DeleteService
+	(*UpsertNode)(nil),         // 7: warren.v1.UpsertNode
+	(*RemoveNode)(nil),         // 8: warren.v1.RemoveNode
+	(*CreateTasks)(nil),        // 9: warren.v1.CreateTasks
+	(*UpdateTasks)(nil),        // 10: warren.v1.UpdateTasks
+	(*UpdateTaskStatuses)(nil), // 11: warren.v1.UpdateTaskStatuses
+	(*RemoveTasks)(nil),        // 12: warren.v1.RemoveTasks
+	(*SetClusterInfo)(nil),     // 13: warren.v1.SetClusterInfo
+	(*TaskStatusUpdate)(nil),   // 14: warren.v1.TaskStatusUpdate
+	(*ClusterInfo)(nil),        // 15: warren.v1.ClusterInfo
+	(*Error)(nil),              // 16: warren.v1.Error
+	(*CommandResult)(nil),      // 17: warren.v1.CommandResult
+	(*StateSnapshot)(nil),      // 18: warren.v1.StateSnapshot
+	(*Change)(nil),             // 19: warren.v1.Change
+	(*StateChanged)(nil),       // 20: warren.v1.StateChanged
+	nil,                        // 21: warren.v1.UpdateService.TrafficWeightsEntry
+	nil,                        // 22: warren.v1.SetDeployment.TrafficWeightsEntry
+	(*Service)(nil),            // 23: warren.v1.Service
+	(*ServiceSpec)(nil),        // 24: warren.v1.ServiceSpec
+	(*Deployment)(nil),         // 25: warren.v1.Deployment
+	(*Node)(nil),               // 26: warren.v1.Node
+	(*Task)(nil),               // 27: warren.v1.Task
+	(*TaskStatus)(nil),         // 28: warren.v1.TaskStatus
 }
 var file_store_proto_depIdxs = []int32{
 	3,  // 0: warren.v1.Command.create_service:type_name -> warren.v1.CreateService
 	4,  // 1: warren.v1.Command.update_service:type_name -> warren.v1.UpdateService
-	5,  // 2: warren.v1.Command.delete_service:type_name -> warren.v1.DeleteService
-	6,  // 3: warren.v1.Command.upsert_node:type_name -> warren.v1.UpsertNode
-	7,  // 4: warren.v1.Command.remove_node:type_name -> warren.v1.RemoveNode
-	8,  // 5: warren.v1.Command.create_tasks:type_name -> warren.v1.CreateTasks
-	9,  // 6: warren.v1.Command.update_tasks:type_name -> warren.v1.UpdateTasks
-	10, // 7: warren.v1.Command.update_task_statuses:type_name -> warren.v1.UpdateTaskStatuses
-	11, // 8: warren.v1.Command.remove_tasks:type_name -> warren.v1.RemoveTasks
-	12, // 9: warren.v1.Command.set_cluster_info:type_name -> warren.v1.SetClusterInfo
-	20, // 10: warren.v1.CreateService.service:type_name -> warren.v1.Service
-	21, // 11: warren.v1.UpdateService.spec:type_name -> warren.v1.ServiceSpec
-	22, // 12: warren.v1.UpsertNode.node:type_name -> warren.v1.Node
-	23, // 13: warren.v1.CreateTasks.tasks:type_name -> warren.v1.Task
-	23, // 14: warren.v1.UpdateTasks.tasks:type_name -> warren.v1.Task
-	13, // 15: warren.v1.UpdateTaskStatuses.updates:type_name -> warren.v1.TaskStatusUpdate
-	14, // 16: warren.v1.SetClusterInfo.info:type_name -> warren.v1.ClusterInfo
-	24, // 17: warren.v1.TaskStatusUpdate.status:type_name -> warren.v1.TaskStatus
-	0,  // 18: warren.v1.Error.code:type_name -> warren.v1.ErrorCode
-	15, // 19: warren.v1.CommandResult.error:type_name -> warren.v1.Error
-	14, // 20: warren.v1.StateSnapshot.cluster:type_name -> warren.v1.ClusterInfo
-	22, // 21: warren.v1.StateSnapshot.nodes:type_name -> warren.v1.Node
-	20, // 22: warren.v1.StateSnapshot.services:type_name -> warren.v1.Service
-	23, // 23: warren.v1.StateSnapshot.tasks:type_name -> warren.v1.Task
-	1,  // 24: warren.v1.Change.op:type_name -> warren.v1.ChangeOp
-	20, // 25: warren.v1.Change.service:type_name -> warren.v1.Service
-	23, // 26: warren.v1.Change.task:type_name -> warren.v1.Task
-	22, // 27: warren.v1.Change.node:type_name -> warren.v1.Node
-	18, // 28: warren.v1.StateChanged.changes:type_name -> warren.v1.Change
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	6,  // 2: warren.v1.Command.delete_service:type_name -> warren.v1.DeleteService
+	7,  // 3: warren.v1.Command.upsert_node:type_name -> warren.v1.UpsertNode
+	8,  // 4: warren.v1.Command.remove_node:type_name -> warren.v1.RemoveNode
+	9,  // 5: warren.v1.Command.create_tasks:type_name -> warren.v1.CreateTasks
+	10, // 6: warren.v1.Command.update_tasks:type_name -> warren.v1.UpdateTasks
+	11, // 7: warren.v1.Command.update_task_statuses:type_name -> warren.v1.UpdateTaskStatuses
+	12, // 8: warren.v1.Command.remove_tasks:type_name -> warren.v1.RemoveTasks
+	13, // 9: warren.v1.Command.set_cluster_info:type_name -> warren.v1.SetClusterInfo
+	5,  // 10: warren.v1.Command.set_deployment:type_name -> warren.v1.SetDeployment
+	23, // 11: warren.v1.CreateService.service:type_name -> warren.v1.Service
+	24, // 12: warren.v1.UpdateService.spec:type_name -> warren.v1.ServiceSpec
+	25, // 13: warren.v1.UpdateService.deployment:type_name -> warren.v1.Deployment
+	21, // 14: warren.v1.UpdateService.traffic_weights:type_name -> warren.v1.UpdateService.TrafficWeightsEntry
+	25, // 15: warren.v1.SetDeployment.deployment:type_name -> warren.v1.Deployment
+	22, // 16: warren.v1.SetDeployment.traffic_weights:type_name -> warren.v1.SetDeployment.TrafficWeightsEntry
+	26, // 17: warren.v1.UpsertNode.node:type_name -> warren.v1.Node
+	27, // 18: warren.v1.CreateTasks.tasks:type_name -> warren.v1.Task
+	27, // 19: warren.v1.UpdateTasks.tasks:type_name -> warren.v1.Task
+	14, // 20: warren.v1.UpdateTaskStatuses.updates:type_name -> warren.v1.TaskStatusUpdate
+	15, // 21: warren.v1.SetClusterInfo.info:type_name -> warren.v1.ClusterInfo
+	28, // 22: warren.v1.TaskStatusUpdate.status:type_name -> warren.v1.TaskStatus
+	0,  // 23: warren.v1.Error.code:type_name -> warren.v1.ErrorCode
+	16, // 24: warren.v1.CommandResult.error:type_name -> warren.v1.Error
+	15, // 25: warren.v1.StateSnapshot.cluster:type_name -> warren.v1.ClusterInfo
+	26, // 26: warren.v1.StateSnapshot.nodes:type_name -> warren.v1.Node
+	23, // 27: warren.v1.StateSnapshot.services:type_name -> warren.v1.Service
+	27, // 28: warren.v1.StateSnapshot.tasks:type_name -> warren.v1.Task
+	1,  // 29: warren.v1.Change.op:type_name -> warren.v1.ChangeOp
+	23, // 30: warren.v1.Change.service:type_name -> warren.v1.Service
+	27, // 31: warren.v1.Change.task:type_name -> warren.v1.Task
+	26, // 32: warren.v1.Change.node:type_name -> warren.v1.Node
+	19, // 33: warren.v1.StateChanged.changes:type_name -> warren.v1.Change
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_store_proto_init() }
@@ -1546,8 +1689,9 @@ func file_store_proto_init() {
 		(*Command_UpdateTaskStatuses)(nil),
 		(*Command_RemoveTasks)(nil),
 		(*Command_SetClusterInfo)(nil),
+		(*Command_SetDeployment)(nil),
 	}
-	file_store_proto_msgTypes[16].OneofWrappers = []any{
+	file_store_proto_msgTypes[17].OneofWrappers = []any{
 		(*Change_Service)(nil),
 		(*Change_Task)(nil),
 		(*Change_Node)(nil),
@@ -1558,7 +1702,7 @@ func file_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_store_proto_rawDesc), len(file_store_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

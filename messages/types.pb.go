@@ -414,6 +414,103 @@ func (DeployStrategy) EnumDescriptor() ([]byte, []int) {
 	return file_types_proto_rawDescGZIP(), []int{7}
 }
 
+// The states of a deployment actor (its Become behaviours). Rolling:
+// starting-batch -> awaiting-health -> monitoring -> starting-batch ... ->
+// done. Blue/green: deploying-green -> (awaiting-promotion) -> switched ->
+// grace -> cleaning-blue -> done. Canary: deploying-canary -> weighted ->
+// promoting (a rolling update of the stable replicas) -> done. Any:
+// paused, rolling-back -> rolled-back, failed.
+type DeploymentState int32
+
+const (
+	DeploymentState_DEPLOYMENT_STATE_NONE               DeploymentState = 0
+	DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH     DeploymentState = 1
+	DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH    DeploymentState = 2
+	DeploymentState_DEPLOYMENT_STATE_MONITORING         DeploymentState = 3
+	DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN    DeploymentState = 4
+	DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION DeploymentState = 5
+	DeploymentState_DEPLOYMENT_STATE_SWITCHED           DeploymentState = 6
+	DeploymentState_DEPLOYMENT_STATE_GRACE              DeploymentState = 7
+	DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE      DeploymentState = 8
+	DeploymentState_DEPLOYMENT_STATE_DEPLOYING_CANARY   DeploymentState = 9
+	DeploymentState_DEPLOYMENT_STATE_WEIGHTED           DeploymentState = 10
+	DeploymentState_DEPLOYMENT_STATE_PROMOTING          DeploymentState = 11
+	DeploymentState_DEPLOYMENT_STATE_PAUSED             DeploymentState = 12
+	DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK       DeploymentState = 13
+	DeploymentState_DEPLOYMENT_STATE_DONE               DeploymentState = 14
+	DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK        DeploymentState = 15
+	DeploymentState_DEPLOYMENT_STATE_FAILED             DeploymentState = 16
+)
+
+// Enum value maps for DeploymentState.
+var (
+	DeploymentState_name = map[int32]string{
+		0:  "DEPLOYMENT_STATE_NONE",
+		1:  "DEPLOYMENT_STATE_STARTING_BATCH",
+		2:  "DEPLOYMENT_STATE_AWAITING_HEALTH",
+		3:  "DEPLOYMENT_STATE_MONITORING",
+		4:  "DEPLOYMENT_STATE_DEPLOYING_GREEN",
+		5:  "DEPLOYMENT_STATE_AWAITING_PROMOTION",
+		6:  "DEPLOYMENT_STATE_SWITCHED",
+		7:  "DEPLOYMENT_STATE_GRACE",
+		8:  "DEPLOYMENT_STATE_CLEANING_BLUE",
+		9:  "DEPLOYMENT_STATE_DEPLOYING_CANARY",
+		10: "DEPLOYMENT_STATE_WEIGHTED",
+		11: "DEPLOYMENT_STATE_PROMOTING",
+		12: "DEPLOYMENT_STATE_PAUSED",
+		13: "DEPLOYMENT_STATE_ROLLING_BACK",
+		14: "DEPLOYMENT_STATE_DONE",
+		15: "DEPLOYMENT_STATE_ROLLED_BACK",
+		16: "DEPLOYMENT_STATE_FAILED",
+	}
+	DeploymentState_value = map[string]int32{
+		"DEPLOYMENT_STATE_NONE":               0,
+		"DEPLOYMENT_STATE_STARTING_BATCH":     1,
+		"DEPLOYMENT_STATE_AWAITING_HEALTH":    2,
+		"DEPLOYMENT_STATE_MONITORING":         3,
+		"DEPLOYMENT_STATE_DEPLOYING_GREEN":    4,
+		"DEPLOYMENT_STATE_AWAITING_PROMOTION": 5,
+		"DEPLOYMENT_STATE_SWITCHED":           6,
+		"DEPLOYMENT_STATE_GRACE":              7,
+		"DEPLOYMENT_STATE_CLEANING_BLUE":      8,
+		"DEPLOYMENT_STATE_DEPLOYING_CANARY":   9,
+		"DEPLOYMENT_STATE_WEIGHTED":           10,
+		"DEPLOYMENT_STATE_PROMOTING":          11,
+		"DEPLOYMENT_STATE_PAUSED":             12,
+		"DEPLOYMENT_STATE_ROLLING_BACK":       13,
+		"DEPLOYMENT_STATE_DONE":               14,
+		"DEPLOYMENT_STATE_ROLLED_BACK":        15,
+		"DEPLOYMENT_STATE_FAILED":             16,
+	}
+)
+
+func (x DeploymentState) Enum() *DeploymentState {
+	p := new(DeploymentState)
+	*p = x
+	return p
+}
+
+func (x DeploymentState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeploymentState) Descriptor() protoreflect.EnumDescriptor {
+	return file_types_proto_enumTypes[8].Descriptor()
+}
+
+func (DeploymentState) Type() protoreflect.EnumType {
+	return &file_types_proto_enumTypes[8]
+}
+
+func (x DeploymentState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeploymentState.Descriptor instead.
+func (DeploymentState) EnumDescriptor() ([]byte, []int) {
+	return file_types_proto_rawDescGZIP(), []int{8}
+}
+
 type TaskState int32
 
 const (
@@ -471,11 +568,11 @@ func (x TaskState) String() string {
 }
 
 func (TaskState) Descriptor() protoreflect.EnumDescriptor {
-	return file_types_proto_enumTypes[8].Descriptor()
+	return file_types_proto_enumTypes[9].Descriptor()
 }
 
 func (TaskState) Type() protoreflect.EnumType {
-	return &file_types_proto_enumTypes[8]
+	return &file_types_proto_enumTypes[9]
 }
 
 func (x TaskState) Number() protoreflect.EnumNumber {
@@ -484,7 +581,7 @@ func (x TaskState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskState.Descriptor instead.
 func (TaskState) EnumDescriptor() ([]byte, []int) {
-	return file_types_proto_rawDescGZIP(), []int{8}
+	return file_types_proto_rawDescGZIP(), []int{9}
 }
 
 type HealthState int32
@@ -523,11 +620,11 @@ func (x HealthState) String() string {
 }
 
 func (HealthState) Descriptor() protoreflect.EnumDescriptor {
-	return file_types_proto_enumTypes[9].Descriptor()
+	return file_types_proto_enumTypes[10].Descriptor()
 }
 
 func (HealthState) Type() protoreflect.EnumType {
-	return &file_types_proto_enumTypes[9]
+	return &file_types_proto_enumTypes[10]
 }
 
 func (x HealthState) Number() protoreflect.EnumNumber {
@@ -536,7 +633,7 @@ func (x HealthState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthState.Descriptor instead.
 func (HealthState) EnumDescriptor() ([]byte, []int) {
-	return file_types_proto_rawDescGZIP(), []int{9}
+	return file_types_proto_rawDescGZIP(), []int{10}
 }
 
 type HealthCheck_Kind int32
@@ -578,11 +675,11 @@ func (x HealthCheck_Kind) String() string {
 }
 
 func (HealthCheck_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_types_proto_enumTypes[10].Descriptor()
+	return file_types_proto_enumTypes[11].Descriptor()
 }
 
 func (HealthCheck_Kind) Type() protoreflect.EnumType {
-	return &file_types_proto_enumTypes[10]
+	return &file_types_proto_enumTypes[11]
 }
 
 func (x HealthCheck_Kind) Number() protoreflect.EnumNumber {
@@ -627,11 +724,11 @@ func (x VolumeMount_Type) String() string {
 }
 
 func (VolumeMount_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_types_proto_enumTypes[11].Descriptor()
+	return file_types_proto_enumTypes[12].Descriptor()
 }
 
 func (VolumeMount_Type) Type() protoreflect.EnumType {
-	return &file_types_proto_enumTypes[11]
+	return &file_types_proto_enumTypes[12]
 }
 
 func (x VolumeMount_Type) Number() protoreflect.EnumNumber {
@@ -1426,8 +1523,18 @@ type UpdateConfig struct {
 	MaxFailureRatio float32                `protobuf:"fixed32,6,opt,name=max_failure_ratio,json=maxFailureRatio,proto3" json:"max_failure_ratio,omitempty"`
 	Order           UpdateOrder            `protobuf:"varint,7,opt,name=order,proto3,enum=warren.v1.UpdateOrder" json:"order,omitempty"`
 	CanarySteps     []uint32               `protobuf:"varint,8,rep,packed,name=canary_steps,json=canarySteps,proto3" json:"canary_steps,omitempty"` // traffic percentages, e.g. 10, 50, 100
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Canary: how many canary tasks run beside the stable replicas, and the
+	// percentage of requests they get at first (`service promote --weight`
+	// steps it). 0 replicas: 1; 0 weight: 10.
+	CanaryReplicas uint32 `protobuf:"varint,9,opt,name=canary_replicas,json=canaryReplicas,proto3" json:"canary_replicas,omitempty"`
+	CanaryWeight   uint32 `protobuf:"varint,10,opt,name=canary_weight,json=canaryWeight,proto3" json:"canary_weight,omitempty"`
+	// Blue/green: switch traffic only on `service promote` (not as soon as
+	// every green task is healthy), and how long blue stays after the switch
+	// so a rollback is an instant switch back (0: 30 s).
+	SwitchManual  bool  `protobuf:"varint,11,opt,name=switch_manual,json=switchManual,proto3" json:"switch_manual,omitempty"`
+	GraceMs       int64 `protobuf:"varint,12,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateConfig) Reset() {
@@ -1514,6 +1621,34 @@ func (x *UpdateConfig) GetCanarySteps() []uint32 {
 		return x.CanarySteps
 	}
 	return nil
+}
+
+func (x *UpdateConfig) GetCanaryReplicas() uint32 {
+	if x != nil {
+		return x.CanaryReplicas
+	}
+	return 0
+}
+
+func (x *UpdateConfig) GetCanaryWeight() uint32 {
+	if x != nil {
+		return x.CanaryWeight
+	}
+	return 0
+}
+
+func (x *UpdateConfig) GetSwitchManual() bool {
+	if x != nil {
+		return x.SwitchManual
+	}
+	return false
+}
+
+func (x *UpdateConfig) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
 }
 
 type SecretRef struct {
@@ -1903,8 +2038,13 @@ type Service struct {
 	// one (then all share equally: a stale map never blackholes a service).
 	// Set by deployments only, never by a user's spec.
 	TrafficWeights map[uint64]uint32 `protobuf:"bytes,7,rep,name=traffic_weights,json=trafficWeights,proto3" json:"traffic_weights,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The deployment that moves the service from previous_spec to spec (or
+	// the last one, finished). Written by the leader's deployment actor, one
+	// committed transition at a time; the service actor converges the tasks
+	// to what it says.
+	Deployment    *Deployment `protobuf:"bytes,8,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
@@ -1986,6 +2126,196 @@ func (x *Service) GetTrafficWeights() map[uint64]uint32 {
 	return nil
 }
 
+func (x *Service) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+type Deployment struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Strategy    DeployStrategy         `protobuf:"varint,2,opt,name=strategy,proto3,enum=warren.v1.DeployStrategy" json:"strategy,omitempty"`
+	State       DeploymentState        `protobuf:"varint,3,opt,name=state,proto3,enum=warren.v1.DeploymentState" json:"state,omitempty"`
+	FromVersion uint64                 `protobuf:"varint,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"` // the spec version being replaced (previous_spec)
+	ToVersion   uint64                 `protobuf:"varint,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`       // the spec version deployed (spec)
+	// Rolling (and a canary's promotion): the slots moved to to_version so
+	// far, as slot numbers (replicated) or node ids (global); the current
+	// batch is the tail of it.
+	Updated            []string        `protobuf:"bytes,6,rep,name=updated,proto3" json:"updated,omitempty"`
+	Batch              []string        `protobuf:"bytes,7,rep,name=batch,proto3" json:"batch,omitempty"`
+	Weight             uint32          `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"` // canary: percent of requests to to_version
+	CanaryReplicas     uint32          `protobuf:"varint,9,opt,name=canary_replicas,json=canaryReplicas,proto3" json:"canary_replicas,omitempty"`
+	StartedUnixNano    int64           `protobuf:"varint,10,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
+	StateSinceUnixNano int64           `protobuf:"varint,11,opt,name=state_since_unix_nano,json=stateSinceUnixNano,proto3" json:"state_since_unix_nano,omitempty"` // timers (delay, monitor, grace) resume from it
+	FinishedUnixNano   int64           `protobuf:"varint,12,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
+	FailedTasks        []string        `protobuf:"bytes,13,rep,name=failed_tasks,json=failedTasks,proto3" json:"failed_tasks,omitempty"`                              // new-version tasks that failed
+	Message            string          `protobuf:"bytes,14,opt,name=message,proto3" json:"message,omitempty"`                                                         // why it paused, rolled back or failed
+	PausedFrom         DeploymentState `protobuf:"varint,15,opt,name=paused_from,json=pausedFrom,proto3,enum=warren.v1.DeploymentState" json:"paused_from,omitempty"` // where resume goes back to
+	Index              uint64          `protobuf:"varint,16,opt,name=index,proto3" json:"index,omitempty"`                                                            // raft index of the last transition
+	Total              uint32          `protobuf:"varint,17,opt,name=total,proto3" json:"total,omitempty"`                                                            // slots the deployment moves (for progress)
+	Rollback           bool            `protobuf:"varint,18,opt,name=rollback,proto3" json:"rollback,omitempty"`                                                      // started by `service rollback` after done
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_types_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_types_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_types_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Deployment) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Deployment) GetStrategy() DeployStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return DeployStrategy_DEPLOY_STRATEGY_ROLLING
+}
+
+func (x *Deployment) GetState() DeploymentState {
+	if x != nil {
+		return x.State
+	}
+	return DeploymentState_DEPLOYMENT_STATE_NONE
+}
+
+func (x *Deployment) GetFromVersion() uint64 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *Deployment) GetToVersion() uint64 {
+	if x != nil {
+		return x.ToVersion
+	}
+	return 0
+}
+
+func (x *Deployment) GetUpdated() []string {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Deployment) GetBatch() []string {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+func (x *Deployment) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Deployment) GetCanaryReplicas() uint32 {
+	if x != nil {
+		return x.CanaryReplicas
+	}
+	return 0
+}
+
+func (x *Deployment) GetStartedUnixNano() int64 {
+	if x != nil {
+		return x.StartedUnixNano
+	}
+	return 0
+}
+
+func (x *Deployment) GetStateSinceUnixNano() int64 {
+	if x != nil {
+		return x.StateSinceUnixNano
+	}
+	return 0
+}
+
+func (x *Deployment) GetFinishedUnixNano() int64 {
+	if x != nil {
+		return x.FinishedUnixNano
+	}
+	return 0
+}
+
+func (x *Deployment) GetFailedTasks() []string {
+	if x != nil {
+		return x.FailedTasks
+	}
+	return nil
+}
+
+func (x *Deployment) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Deployment) GetPausedFrom() DeploymentState {
+	if x != nil {
+		return x.PausedFrom
+	}
+	return DeploymentState_DEPLOYMENT_STATE_NONE
+}
+
+func (x *Deployment) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Deployment) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *Deployment) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
+}
+
 type Task struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2003,15 +2333,18 @@ type Task struct {
 	Epoch uint64 `protobuf:"varint,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Set when the task replaces another one: its id and why (node down,
 	// node drained, rejected, spec changed).
-	Replaces      string `protobuf:"bytes,12,opt,name=replaces,proto3" json:"replaces,omitempty"`
-	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	Replaces string `protobuf:"bytes,12,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	Reason   string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Which side of a deployment the task was created for: "" (stable),
+	// "blue", "green" or "canary". Set at creation, shown by `service ps`.
+	Side          string `protobuf:"bytes,14,opt,name=side,proto3" json:"side,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_types_proto_msgTypes[15]
+	mi := &file_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2356,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_types_proto_msgTypes[15]
+	mi := &file_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2369,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_types_proto_rawDescGZIP(), []int{15}
+	return file_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Task) GetId() string {
@@ -2130,6 +2463,13 @@ func (x *Task) GetReason() string {
 	return ""
 }
 
+func (x *Task) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
 type TaskStatus struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	State             TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=warren.v1.TaskState" json:"state,omitempty"`
@@ -2148,7 +2488,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_types_proto_msgTypes[16]
+	mi := &file_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2500,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_types_proto_msgTypes[16]
+	mi := &file_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2513,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_types_proto_rawDescGZIP(), []int{16}
+	return file_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskStatus) GetState() TaskState {
@@ -2332,7 +2672,7 @@ const file_types_proto_rawDesc = "" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
 	"targetPort\x12%\n" +
-	"\x0epublished_port\x18\x04 \x01(\rR\rpublishedPort\"\xdf\x02\n" +
+	"\x0epublished_port\x18\x04 \x01(\rR\rpublishedPort\"\xed\x03\n" +
 	"\fUpdateConfig\x125\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x19.warren.v1.DeployStrategyR\bstrategy\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\rR\vparallelism\x12\x19\n" +
@@ -2342,7 +2682,12 @@ const file_types_proto_rawDesc = "" +
 	"monitor_ms\x18\x05 \x01(\x03R\tmonitorMs\x12*\n" +
 	"\x11max_failure_ratio\x18\x06 \x01(\x02R\x0fmaxFailureRatio\x12,\n" +
 	"\x05order\x18\a \x01(\x0e2\x16.warren.v1.UpdateOrderR\x05order\x12!\n" +
-	"\fcanary_steps\x18\b \x03(\rR\vcanarySteps\"X\n" +
+	"\fcanary_steps\x18\b \x03(\rR\vcanarySteps\x12'\n" +
+	"\x0fcanary_replicas\x18\t \x01(\rR\x0ecanaryReplicas\x12#\n" +
+	"\rcanary_weight\x18\n" +
+	" \x01(\rR\fcanaryWeight\x12#\n" +
+	"\rswitch_manual\x18\v \x01(\bR\fswitchManual\x12\x19\n" +
+	"\bgrace_ms\x18\f \x01(\x03R\agraceMs\"X\n" +
 	"\tSecretRef\x12\x1f\n" +
 	"\vsecret_name\x18\x01 \x01(\tR\n" +
 	"secretName\x12\x16\n" +
@@ -2391,7 +2736,7 @@ const file_types_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x03\n" +
 	"\aService\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0f.warren.v1.MetaR\x04meta\x12*\n" +
@@ -2399,10 +2744,36 @@ const file_types_proto_rawDesc = "" +
 	"\rprevious_spec\x18\x04 \x01(\v2\x16.warren.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
 	"\fspec_version\x18\x05 \x01(\x04R\vspecVersion\x12\x10\n" +
 	"\x03vip\x18\x06 \x01(\tR\x03vip\x12O\n" +
-	"\x0ftraffic_weights\x18\a \x03(\v2&.warren.v1.Service.TrafficWeightsEntryR\x0etrafficWeights\x1aA\n" +
+	"\x0ftraffic_weights\x18\a \x03(\v2&.warren.v1.Service.TrafficWeightsEntryR\x0etrafficWeights\x125\n" +
+	"\n" +
+	"deployment\x18\b \x01(\v2\x15.warren.v1.DeploymentR\n" +
+	"deployment\x1aA\n" +
 	"\x13TrafficWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xad\x03\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x87\x05\n" +
+	"\n" +
+	"Deployment\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
+	"\bstrategy\x18\x02 \x01(\x0e2\x19.warren.v1.DeployStrategyR\bstrategy\x120\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.warren.v1.DeploymentStateR\x05state\x12!\n" +
+	"\ffrom_version\x18\x04 \x01(\x04R\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x05 \x01(\x04R\ttoVersion\x12\x18\n" +
+	"\aupdated\x18\x06 \x03(\tR\aupdated\x12\x14\n" +
+	"\x05batch\x18\a \x03(\tR\x05batch\x12\x16\n" +
+	"\x06weight\x18\b \x01(\rR\x06weight\x12'\n" +
+	"\x0fcanary_replicas\x18\t \x01(\rR\x0ecanaryReplicas\x12*\n" +
+	"\x11started_unix_nano\x18\n" +
+	" \x01(\x03R\x0fstartedUnixNano\x121\n" +
+	"\x15state_since_unix_nano\x18\v \x01(\x03R\x12stateSinceUnixNano\x12,\n" +
+	"\x12finished_unix_nano\x18\f \x01(\x03R\x10finishedUnixNano\x12!\n" +
+	"\ffailed_tasks\x18\r \x03(\tR\vfailedTasks\x12\x18\n" +
+	"\amessage\x18\x0e \x01(\tR\amessage\x12;\n" +
+	"\vpaused_from\x18\x0f \x01(\x0e2\x1a.warren.v1.DeploymentStateR\n" +
+	"pausedFrom\x12\x14\n" +
+	"\x05index\x18\x10 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05total\x18\x11 \x01(\rR\x05total\x12\x1a\n" +
+	"\brollback\x18\x12 \x01(\bR\brollback\"\xc1\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0f.warren.v1.MetaR\x04meta\x12\x1d\n" +
@@ -2418,7 +2789,8 @@ const file_types_proto_rawDesc = "" +
 	" \x01(\v2\x15.warren.v1.TaskStatusR\x06status\x12\x14\n" +
 	"\x05epoch\x18\v \x01(\x04R\x05epoch\x12\x1a\n" +
 	"\breplaces\x18\f \x01(\tR\breplaces\x12\x16\n" +
-	"\x06reason\x18\r \x01(\tR\x06reason\"\xcb\x02\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\x12\x12\n" +
+	"\x04side\x18\x0e \x01(\tR\x04side\"\xcb\x02\n" +
 	"\n" +
 	"TaskStatus\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.warren.v1.TaskStateR\x05state\x12\x18\n" +
@@ -2462,7 +2834,26 @@ const file_types_proto_rawDesc = "" +
 	"\x0eDeployStrategy\x12\x1b\n" +
 	"\x17DEPLOY_STRATEGY_ROLLING\x10\x00\x12\x1e\n" +
 	"\x1aDEPLOY_STRATEGY_BLUE_GREEN\x10\x01\x12\x1a\n" +
-	"\x16DEPLOY_STRATEGY_CANARY\x10\x02*\x96\x02\n" +
+	"\x16DEPLOY_STRATEGY_CANARY\x10\x02*\xc6\x04\n" +
+	"\x0fDeploymentState\x12\x19\n" +
+	"\x15DEPLOYMENT_STATE_NONE\x10\x00\x12#\n" +
+	"\x1fDEPLOYMENT_STATE_STARTING_BATCH\x10\x01\x12$\n" +
+	" DEPLOYMENT_STATE_AWAITING_HEALTH\x10\x02\x12\x1f\n" +
+	"\x1bDEPLOYMENT_STATE_MONITORING\x10\x03\x12$\n" +
+	" DEPLOYMENT_STATE_DEPLOYING_GREEN\x10\x04\x12'\n" +
+	"#DEPLOYMENT_STATE_AWAITING_PROMOTION\x10\x05\x12\x1d\n" +
+	"\x19DEPLOYMENT_STATE_SWITCHED\x10\x06\x12\x1a\n" +
+	"\x16DEPLOYMENT_STATE_GRACE\x10\a\x12\"\n" +
+	"\x1eDEPLOYMENT_STATE_CLEANING_BLUE\x10\b\x12%\n" +
+	"!DEPLOYMENT_STATE_DEPLOYING_CANARY\x10\t\x12\x1d\n" +
+	"\x19DEPLOYMENT_STATE_WEIGHTED\x10\n" +
+	"\x12\x1e\n" +
+	"\x1aDEPLOYMENT_STATE_PROMOTING\x10\v\x12\x1b\n" +
+	"\x17DEPLOYMENT_STATE_PAUSED\x10\f\x12!\n" +
+	"\x1dDEPLOYMENT_STATE_ROLLING_BACK\x10\r\x12\x19\n" +
+	"\x15DEPLOYMENT_STATE_DONE\x10\x0e\x12 \n" +
+	"\x1cDEPLOYMENT_STATE_ROLLED_BACK\x10\x0f\x12\x1b\n" +
+	"\x17DEPLOYMENT_STATE_FAILED\x10\x10*\x96\x02\n" +
 	"\tTaskState\x12\x12\n" +
 	"\x0eTASK_STATE_NEW\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x17\n" +
@@ -2494,8 +2885,8 @@ func file_types_proto_rawDescGZIP() []byte {
 	return file_types_proto_rawDescData
 }
 
-var file_types_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
-var file_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_types_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_types_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_types_proto_goTypes = []any{
 	(NodeRole)(0),                // 0: warren.v1.NodeRole
 	(NodeAvailability)(0),        // 1: warren.v1.NodeAvailability
@@ -2505,78 +2896,84 @@ var file_types_proto_goTypes = []any{
 	(FailureAction)(0),           // 5: warren.v1.FailureAction
 	(UpdateOrder)(0),             // 6: warren.v1.UpdateOrder
 	(DeployStrategy)(0),          // 7: warren.v1.DeployStrategy
-	(TaskState)(0),               // 8: warren.v1.TaskState
-	(HealthState)(0),             // 9: warren.v1.HealthState
-	(HealthCheck_Kind)(0),        // 10: warren.v1.HealthCheck.Kind
-	(VolumeMount_Type)(0),        // 11: warren.v1.VolumeMount.Type
-	(*Meta)(nil),                 // 12: warren.v1.Meta
-	(*Node)(nil),                 // 13: warren.v1.Node
-	(*NodeSpec)(nil),             // 14: warren.v1.NodeSpec
-	(*NodeDescription)(nil),      // 15: warren.v1.NodeDescription
-	(*NodeStatus)(nil),           // 16: warren.v1.NodeStatus
-	(*Resources)(nil),            // 17: warren.v1.Resources
-	(*ResourceRequirements)(nil), // 18: warren.v1.ResourceRequirements
-	(*RestartPolicy)(nil),        // 19: warren.v1.RestartPolicy
-	(*HealthCheck)(nil),          // 20: warren.v1.HealthCheck
-	(*PortConfig)(nil),           // 21: warren.v1.PortConfig
-	(*UpdateConfig)(nil),         // 22: warren.v1.UpdateConfig
-	(*SecretRef)(nil),            // 23: warren.v1.SecretRef
-	(*VolumeMount)(nil),          // 24: warren.v1.VolumeMount
-	(*ServiceSpec)(nil),          // 25: warren.v1.ServiceSpec
-	(*Service)(nil),              // 26: warren.v1.Service
-	(*Task)(nil),                 // 27: warren.v1.Task
-	(*TaskStatus)(nil),           // 28: warren.v1.TaskStatus
-	nil,                          // 29: warren.v1.NodeSpec.LabelsEntry
-	nil,                          // 30: warren.v1.HealthCheck.HttpHeadersEntry
-	nil,                          // 31: warren.v1.ServiceSpec.EnvEntry
-	nil,                          // 32: warren.v1.ServiceSpec.LabelsEntry
-	nil,                          // 33: warren.v1.Service.TrafficWeightsEntry
+	(DeploymentState)(0),         // 8: warren.v1.DeploymentState
+	(TaskState)(0),               // 9: warren.v1.TaskState
+	(HealthState)(0),             // 10: warren.v1.HealthState
+	(HealthCheck_Kind)(0),        // 11: warren.v1.HealthCheck.Kind
+	(VolumeMount_Type)(0),        // 12: warren.v1.VolumeMount.Type
+	(*Meta)(nil),                 // 13: warren.v1.Meta
+	(*Node)(nil),                 // 14: warren.v1.Node
+	(*NodeSpec)(nil),             // 15: warren.v1.NodeSpec
+	(*NodeDescription)(nil),      // 16: warren.v1.NodeDescription
+	(*NodeStatus)(nil),           // 17: warren.v1.NodeStatus
+	(*Resources)(nil),            // 18: warren.v1.Resources
+	(*ResourceRequirements)(nil), // 19: warren.v1.ResourceRequirements
+	(*RestartPolicy)(nil),        // 20: warren.v1.RestartPolicy
+	(*HealthCheck)(nil),          // 21: warren.v1.HealthCheck
+	(*PortConfig)(nil),           // 22: warren.v1.PortConfig
+	(*UpdateConfig)(nil),         // 23: warren.v1.UpdateConfig
+	(*SecretRef)(nil),            // 24: warren.v1.SecretRef
+	(*VolumeMount)(nil),          // 25: warren.v1.VolumeMount
+	(*ServiceSpec)(nil),          // 26: warren.v1.ServiceSpec
+	(*Service)(nil),              // 27: warren.v1.Service
+	(*Deployment)(nil),           // 28: warren.v1.Deployment
+	(*Task)(nil),                 // 29: warren.v1.Task
+	(*TaskStatus)(nil),           // 30: warren.v1.TaskStatus
+	nil,                          // 31: warren.v1.NodeSpec.LabelsEntry
+	nil,                          // 32: warren.v1.HealthCheck.HttpHeadersEntry
+	nil,                          // 33: warren.v1.ServiceSpec.EnvEntry
+	nil,                          // 34: warren.v1.ServiceSpec.LabelsEntry
+	nil,                          // 35: warren.v1.Service.TrafficWeightsEntry
 }
 var file_types_proto_depIdxs = []int32{
-	12, // 0: warren.v1.Node.meta:type_name -> warren.v1.Meta
-	14, // 1: warren.v1.Node.spec:type_name -> warren.v1.NodeSpec
-	15, // 2: warren.v1.Node.description:type_name -> warren.v1.NodeDescription
-	16, // 3: warren.v1.Node.status:type_name -> warren.v1.NodeStatus
+	13, // 0: warren.v1.Node.meta:type_name -> warren.v1.Meta
+	15, // 1: warren.v1.Node.spec:type_name -> warren.v1.NodeSpec
+	16, // 2: warren.v1.Node.description:type_name -> warren.v1.NodeDescription
+	17, // 3: warren.v1.Node.status:type_name -> warren.v1.NodeStatus
 	0,  // 4: warren.v1.NodeSpec.role:type_name -> warren.v1.NodeRole
 	1,  // 5: warren.v1.NodeSpec.availability:type_name -> warren.v1.NodeAvailability
-	29, // 6: warren.v1.NodeSpec.labels:type_name -> warren.v1.NodeSpec.LabelsEntry
-	17, // 7: warren.v1.NodeDescription.resources:type_name -> warren.v1.Resources
+	31, // 6: warren.v1.NodeSpec.labels:type_name -> warren.v1.NodeSpec.LabelsEntry
+	18, // 7: warren.v1.NodeDescription.resources:type_name -> warren.v1.Resources
 	2,  // 8: warren.v1.NodeStatus.state:type_name -> warren.v1.NodeState
-	17, // 9: warren.v1.ResourceRequirements.limits:type_name -> warren.v1.Resources
-	17, // 10: warren.v1.ResourceRequirements.reservations:type_name -> warren.v1.Resources
+	18, // 9: warren.v1.ResourceRequirements.limits:type_name -> warren.v1.Resources
+	18, // 10: warren.v1.ResourceRequirements.reservations:type_name -> warren.v1.Resources
 	4,  // 11: warren.v1.RestartPolicy.condition:type_name -> warren.v1.RestartCondition
-	10, // 12: warren.v1.HealthCheck.kind:type_name -> warren.v1.HealthCheck.Kind
-	30, // 13: warren.v1.HealthCheck.http_headers:type_name -> warren.v1.HealthCheck.HttpHeadersEntry
+	11, // 12: warren.v1.HealthCheck.kind:type_name -> warren.v1.HealthCheck.Kind
+	32, // 13: warren.v1.HealthCheck.http_headers:type_name -> warren.v1.HealthCheck.HttpHeadersEntry
 	7,  // 14: warren.v1.UpdateConfig.strategy:type_name -> warren.v1.DeployStrategy
 	5,  // 15: warren.v1.UpdateConfig.failure_action:type_name -> warren.v1.FailureAction
 	6,  // 16: warren.v1.UpdateConfig.order:type_name -> warren.v1.UpdateOrder
-	11, // 17: warren.v1.VolumeMount.type:type_name -> warren.v1.VolumeMount.Type
-	31, // 18: warren.v1.ServiceSpec.env:type_name -> warren.v1.ServiceSpec.EnvEntry
-	32, // 19: warren.v1.ServiceSpec.labels:type_name -> warren.v1.ServiceSpec.LabelsEntry
+	12, // 17: warren.v1.VolumeMount.type:type_name -> warren.v1.VolumeMount.Type
+	33, // 18: warren.v1.ServiceSpec.env:type_name -> warren.v1.ServiceSpec.EnvEntry
+	34, // 19: warren.v1.ServiceSpec.labels:type_name -> warren.v1.ServiceSpec.LabelsEntry
 	3,  // 20: warren.v1.ServiceSpec.mode:type_name -> warren.v1.ServiceMode
-	18, // 21: warren.v1.ServiceSpec.resources:type_name -> warren.v1.ResourceRequirements
-	19, // 22: warren.v1.ServiceSpec.restart_policy:type_name -> warren.v1.RestartPolicy
-	20, // 23: warren.v1.ServiceSpec.health_check:type_name -> warren.v1.HealthCheck
-	21, // 24: warren.v1.ServiceSpec.ports:type_name -> warren.v1.PortConfig
-	22, // 25: warren.v1.ServiceSpec.update_config:type_name -> warren.v1.UpdateConfig
-	22, // 26: warren.v1.ServiceSpec.rollback_config:type_name -> warren.v1.UpdateConfig
-	23, // 27: warren.v1.ServiceSpec.secrets:type_name -> warren.v1.SecretRef
-	24, // 28: warren.v1.ServiceSpec.volumes:type_name -> warren.v1.VolumeMount
-	12, // 29: warren.v1.Service.meta:type_name -> warren.v1.Meta
-	25, // 30: warren.v1.Service.spec:type_name -> warren.v1.ServiceSpec
-	25, // 31: warren.v1.Service.previous_spec:type_name -> warren.v1.ServiceSpec
-	33, // 32: warren.v1.Service.traffic_weights:type_name -> warren.v1.Service.TrafficWeightsEntry
-	12, // 33: warren.v1.Task.meta:type_name -> warren.v1.Meta
-	25, // 34: warren.v1.Task.spec:type_name -> warren.v1.ServiceSpec
-	8,  // 35: warren.v1.Task.desired_state:type_name -> warren.v1.TaskState
-	28, // 36: warren.v1.Task.status:type_name -> warren.v1.TaskStatus
-	8,  // 37: warren.v1.TaskStatus.state:type_name -> warren.v1.TaskState
-	9,  // 38: warren.v1.TaskStatus.health:type_name -> warren.v1.HealthState
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	19, // 21: warren.v1.ServiceSpec.resources:type_name -> warren.v1.ResourceRequirements
+	20, // 22: warren.v1.ServiceSpec.restart_policy:type_name -> warren.v1.RestartPolicy
+	21, // 23: warren.v1.ServiceSpec.health_check:type_name -> warren.v1.HealthCheck
+	22, // 24: warren.v1.ServiceSpec.ports:type_name -> warren.v1.PortConfig
+	23, // 25: warren.v1.ServiceSpec.update_config:type_name -> warren.v1.UpdateConfig
+	23, // 26: warren.v1.ServiceSpec.rollback_config:type_name -> warren.v1.UpdateConfig
+	24, // 27: warren.v1.ServiceSpec.secrets:type_name -> warren.v1.SecretRef
+	25, // 28: warren.v1.ServiceSpec.volumes:type_name -> warren.v1.VolumeMount
+	13, // 29: warren.v1.Service.meta:type_name -> warren.v1.Meta
+	26, // 30: warren.v1.Service.spec:type_name -> warren.v1.ServiceSpec
+	26, // 31: warren.v1.Service.previous_spec:type_name -> warren.v1.ServiceSpec
+	35, // 32: warren.v1.Service.traffic_weights:type_name -> warren.v1.Service.TrafficWeightsEntry
+	28, // 33: warren.v1.Service.deployment:type_name -> warren.v1.Deployment
+	7,  // 34: warren.v1.Deployment.strategy:type_name -> warren.v1.DeployStrategy
+	8,  // 35: warren.v1.Deployment.state:type_name -> warren.v1.DeploymentState
+	8,  // 36: warren.v1.Deployment.paused_from:type_name -> warren.v1.DeploymentState
+	13, // 37: warren.v1.Task.meta:type_name -> warren.v1.Meta
+	26, // 38: warren.v1.Task.spec:type_name -> warren.v1.ServiceSpec
+	9,  // 39: warren.v1.Task.desired_state:type_name -> warren.v1.TaskState
+	30, // 40: warren.v1.Task.status:type_name -> warren.v1.TaskStatus
+	9,  // 41: warren.v1.TaskStatus.state:type_name -> warren.v1.TaskState
+	10, // 42: warren.v1.TaskStatus.health:type_name -> warren.v1.HealthState
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_types_proto_init() }
@@ -2589,8 +2986,8 @@ func file_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_types_proto_rawDesc), len(file_types_proto_rawDesc)),
-			NumEnums:      12,
-			NumMessages:   22,
+			NumEnums:      13,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
