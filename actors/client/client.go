@@ -216,6 +216,45 @@ func (c *Client) CreateService(spec *messages.ServiceSpec) (*messages.Service, e
 	return r.GetService(), err
 }
 
+// UpdateService replaces a service's spec with spec, if the service is
+// still at expectedVersion (its meta.version when it was read; a CONFLICT
+// error means it changed since: read it again). A change of the task
+// template starts a deployment (see Service.deployment); a replicas-only
+// change scales. The reply is the service as committed. The timeout is
+// the longer of the client's and 90 s, as for CreateService: the leader
+// checks (and may pull) a new image before it commits.
+func (c *Client) UpdateService(name string, spec *messages.ServiceSpec, expectedVersion uint64) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.RequestTimeout(&messages.UpdateServiceRequest{Name: name, Spec: spec, ExpectedVersion: expectedVersion}, max(c.timeout, 90*time.Second)))
+	return r.GetService(), err
+}
+
+// PromoteService moves a deployment forward: a canary's share of requests
+// to weight percent (1-100), or with full all the way (a canary rolls the
+// stable replicas to the new spec; a manual blue/green switches traffic).
+func (c *Client) PromoteService(name string, weight uint32, full bool) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.PromoteServiceRequest{Name: name, Weight: weight, Full: full}))
+	return r.GetService(), err
+}
+
+// RollbackService returns a service to its previous spec, whatever step
+// its deployment is at.
+func (c *Client) RollbackService(name string) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.RollbackServiceRequest{Name: name}))
+	return r.GetService(), err
+}
+
+// PauseService holds a service's deployment where it is.
+func (c *Client) PauseService(name string) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.PauseServiceRequest{Name: name}))
+	return r.GetService(), err
+}
+
+// ResumeService continues a paused deployment from where it was held.
+func (c *Client) ResumeService(name string) (*messages.Service, error) {
+	r, err := typed[*messages.ServiceReply](c.Request(&messages.ResumeServiceRequest{Name: name}))
+	return r.GetService(), err
+}
+
 // ScaleService sets a replicated service's replica count.
 func (c *Client) ScaleService(name string, replicas uint64) (*messages.Service, error) {
 	r, err := typed[*messages.ServiceReply](c.Request(&messages.ScaleServiceRequest{Name: name, Replicas: replicas}))
