@@ -54,16 +54,18 @@ func TestUnbuiltFieldsRefused(t *testing.T) {
 		{"rolling strategy is the zero value", func(s *ServiceSpec) {
 			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_ROLLING}
 		}, ""},
-		{"canary strategy", func(s *ServiceSpec) {
-			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_CANARY}
-		}, "update strategy is not supported yet"},
-		{"parallelism", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{Parallelism: 2} }, "update parallelism is not supported yet"},
-		{"delay", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{DelayMs: 5000} }, "update delay is not supported yet"},
-		{"failure action", func(s *ServiceSpec) {
-			s.UpdateConfig = &UpdateConfig{FailureAction: FailureAction_FAILURE_ACTION_ROLLBACK}
-		}, "update failure action is not supported yet"},
-		{"monitor", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MonitorMs: 1} }, "update monitor is not supported yet"},
-		{"failure ratio", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MaxFailureRatio: 0.2} }, "update max failure ratio is not supported yet"},
+		{"canary strategy is built", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_CANARY, CanaryReplicas: 1, CanaryWeight: 10}
+		}, ""},
+		{"blue/green is built", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Strategy: DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN, SwitchManual: true, GraceMs: 60000}
+		}, ""},
+		{"rolling settings are built", func(s *ServiceSpec) {
+			s.UpdateConfig = &UpdateConfig{Parallelism: 2, DelayMs: 5000, MonitorMs: 1, MaxFailureRatio: 0.2, FailureAction: FailureAction_FAILURE_ACTION_PAUSE}
+		}, ""},
+		{"failure ratio above 1", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MaxFailureRatio: 1.5} }, "max failure ratio 1.5 is outside 0-1"},
+		{"canary weight above 100", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{CanaryWeight: 101} }, "canary weight 101 is outside 0-100"},
+		{"negative monitor", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{MonitorMs: -1} }, "cannot be negative"},
 		{"canary steps", func(s *ServiceSpec) { s.UpdateConfig = &UpdateConfig{CanarySteps: []uint32{10, 100}} }, "canary steps are not supported yet"},
 		{"rollback config", func(s *ServiceSpec) { s.RollbackConfig = &UpdateConfig{Parallelism: 1} }, "rollback config is not supported yet"},
 		{"secret", func(s *ServiceSpec) { s.Secrets = []*SecretRef{{SecretName: "db"}} }, "secrets are not supported yet: remove them from the spec"},
@@ -74,7 +76,7 @@ func TestUnbuiltFieldsRefused(t *testing.T) {
 			s := valid()
 			tt.mutate(s)
 			err := ValidateServiceSpec(s)
-			if wantValidation(t, err, tt.wantErr) && !strings.Contains(err.Error(), "remove") {
+			if wantValidation(t, err, tt.wantErr) && strings.Contains(tt.wantErr, "not supported") && !strings.Contains(err.Error(), "remove") {
 				t.Fatalf("error %q does not say what to do", err)
 			}
 		})

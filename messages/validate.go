@@ -106,6 +106,7 @@ func ValidateServiceSpec(s *ServiceSpec) error {
 			errs = append(errs, fmt.Sprintf("memory limit %d bytes is below the 6 MiB runc needs: raise --limit-memory", l))
 		}
 	}
+	errs = append(errs, validateUpdateConfig(s.GetUpdateConfig())...)
 	if rp := s.GetRestartPolicy(); rp != nil && (rp.DelayMs < 0 || rp.MaxDelayMs < 0 || rp.WindowMs < 0) {
 		errs = append(errs, "restart delays cannot be negative")
 	}
@@ -187,12 +188,43 @@ func ParseConstraint(c string) (key, op, value string, err error) {
 }
 
 // TemplateEqual reports whether two specs run the same containers, that is
-// whether they differ in nothing but replica count (scaling replaces nothing).
+// whether they differ in nothing but replica count and how updates roll
+// (scaling, or changing the update settings, replaces nothing).
 func TemplateEqual(a, b *ServiceSpec) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
 	x, y := proto.Clone(a).(*ServiceSpec), proto.Clone(b).(*ServiceSpec)
 	x.Replicas, y.Replicas = 0, 0
+	x.UpdateConfig, y.UpdateConfig = nil, nil
+	x.RollbackConfig, y.RollbackConfig = nil, nil
 	return proto.Equal(x, y)
+}
+
+// MaxCanaryReplicas bounds the canary tasks a deployment runs beside the
+// stable ones.
+const MaxCanaryReplicas = 100
+
+// validateUpdateConfig checks how a deployment rolls.
+func validateUpdateConfig(u *UpdateConfig) []string {
+	if u == nil {
+		return nil
+	}
+	var errs []string
+	if u.DelayMs < 0 || u.MonitorMs < 0 || u.GraceMs < 0 {
+		errs = append(errs, "update delay, monitor and grace periods cannot be negative")
+	}
+	if u.MaxFailureRatio < 0 || u.MaxFailureRatio > 1 {
+		errs = append(errs, fmt.Sprintf("max failure ratio %g is outside 0-1: give the share of new tasks that may fail, e.g. 0.2", u.MaxFailureRatio))
+	}
+	if u.CanaryWeight > 100 {
+		errs = append(errs, fmt.Sprintf("canary weight %d is outside 0-100: give the canary's percentage of requests, e.g. --weight 10", u.CanaryWeight))
+	}
+	if u.CanaryReplicas > MaxCanaryReplicas {
+		errs = append(errs, fmt.Sprintf("canary replicas %d is more than the limit of %d", u.CanaryReplicas, MaxCanaryReplicas))
+	}
+	if u.Parallelism > MaxReplicas {
+		errs = append(errs, fmt.Sprintf("update parallelism %d is more than the limit of %d: 0 updates every task at once", u.Parallelism, MaxReplicas))
+	}
+	return errs
 }

@@ -150,9 +150,59 @@ func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandRes
 			return fail(errorf(messages.ErrorCode_ERROR_CODE_INVALID, "a service cannot be renamed (%q to %q): create a new one", old.Spec.GetName(), u.Spec.GetName()))
 		}
 		v := clone(old)
-		v.PreviousSpec = old.Spec
+		// previous_spec is what a rollback returns to: the last spec that
+		// ran other containers. Scaling, or changing how updates roll,
+		// keeps it (and keeps a deployment in flight rolling between the
+		// same two templates).
+		if !messages.TemplateEqual(old.Spec, u.Spec) {
+			v.PreviousSpec = old.Spec
+		}
 		v.Spec = clone(u.Spec)
 		v.SpecVersion++
+		v.Meta = meta(old.Meta, index, now)
+		if d := u.Deployment; d != nil {
+			// The spec change and the deployment's first state are one
+			// commit, so a crash can never leave one without the other.
+			v.Deployment = clone(d)
+			v.Deployment.FromVersion, v.Deployment.ToVersion = old.SpecVersion, v.SpecVersion
+			v.Deployment.Index = index
+			v.Deployment.StartedUnixNano, v.Deployment.StateSinceUnixNano, v.Deployment.FinishedUnixNano = now, now, 0
+			v.TrafficWeights = u.TrafficWeights
+		}
+		s.putService(v)
+		res.Ids = []string{v.Id}
+		changes = append(changes, &messages.Change{Op: messages.ChangeOp_CHANGE_OP_UPDATE, Object: &messages.Change_Service{Service: clone(v)}})
+
+	case *messages.Command_SetDeployment:
+		u := op.SetDeployment
+		old, ok := s.services[u.ServiceId]
+		if !ok {
+			return fail(errorf(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "service %s not found", u.ServiceId))
+		}
+		if u.Deployment == nil || old.Deployment == nil || u.Deployment.Id != old.Deployment.Id {
+			return fail(errorf(messages.ErrorCode_ERROR_CODE_CONFLICT, "service %s has no deployment %s: it was superseded", old.Spec.GetName(), u.Deployment.GetId()))
+		}
+		if u.ExpectedIndex != old.Deployment.Index {
+			return fail(errorf(messages.ErrorCode_ERROR_CODE_CONFLICT, "the deployment of service %s moved on since index %d (now %d, %s): read it again and retry",
+				old.Spec.GetName(), u.ExpectedIndex, old.Deployment.Index, old.Deployment.State))
+		}
+		v := clone(old)
+		d := clone(u.Deployment)
+		d.FromVersion, d.ToVersion, d.StartedUnixNano = old.Deployment.FromVersion, old.Deployment.ToVersion, old.Deployment.StartedUnixNano
+		d.Index = index
+		d.StateSinceUnixNano = old.Deployment.StateSinceUnixNano
+		if d.State != old.Deployment.State {
+			d.StateSinceUnixNano = now
+		}
+		if messages.DeploymentFinished(d.State) && d.FinishedUnixNano == 0 {
+			d.FinishedUnixNano = now
+		}
+		v.Deployment = d
+		v.TrafficWeights = u.TrafficWeights
+		if u.RestorePrevious && old.PreviousSpec != nil {
+			v.Spec, v.PreviousSpec = clone(old.PreviousSpec), clone(old.Spec)
+			v.SpecVersion++
+		}
 		v.Meta = meta(old.Meta, index, now)
 		s.putService(v)
 		res.Ids = []string{v.Id}

@@ -48,8 +48,27 @@ func TestStateApply(t *testing.T) {
 			{&messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: "s1", ExpectedVersion: 1, Spec: svc("s1", "web", 5).Spec}}}, messages.ErrorCode_ERROR_CODE_CONFLICT, 0},
 		}, func(t *testing.T, s *State) {
 			v := s.ServiceByName("web")
-			if v.Spec.Replicas != 3 || v.SpecVersion != 2 || v.Meta.Version != 2 || v.PreviousSpec.Replicas != 1 {
-				t.Fatalf("service = %v", v)
+			if v.Spec.Replicas != 3 || v.SpecVersion != 2 || v.Meta.Version != 2 || v.PreviousSpec != nil {
+				t.Fatalf("service = %v (scaling keeps previous_spec: nothing to roll back to)", v)
+			}
+		}},
+		{"a template change moves previous_spec and starts its deployment in the same commit", []step{
+			{createSvc("s1", "web"), 0, 1},
+			{&messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: "s1", Spec: &messages.ServiceSpec{Name: "web", Image: "demo:v2", Replicas: 1},
+				Deployment: &messages.Deployment{Id: "d1", State: messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH}}}}, 0, 1},
+			{&messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: "s1", Spec: &messages.ServiceSpec{Name: "web", Image: "demo:v2", Replicas: 4}}}}, 0, 1},
+			{&messages.Command{Op: &messages.Command_SetDeployment{SetDeployment: &messages.SetDeployment{ServiceId: "s1", ExpectedIndex: 1,
+				Deployment: &messages.Deployment{Id: "d1", State: messages.DeploymentState_DEPLOYMENT_STATE_DONE}}}}, messages.ErrorCode_ERROR_CODE_CONFLICT, 0},
+			{&messages.Command{Op: &messages.Command_SetDeployment{SetDeployment: &messages.SetDeployment{ServiceId: "s1", ExpectedIndex: 2,
+				Deployment: &messages.Deployment{Id: "d1", State: messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK}, RestorePrevious: true}}, UnixNano: 99}, 0, 1},
+		}, func(t *testing.T, s *State) {
+			v := s.ServiceByName("web")
+			d := v.Deployment
+			if v.Spec.Image == "demo:v2" || v.PreviousSpec.GetImage() != "demo:v2" || v.SpecVersion != 4 {
+				t.Fatalf("rolled back service = %v", v)
+			}
+			if d.FromVersion != 1 || d.ToVersion != 2 || d.Index != 5 || d.FinishedUnixNano == 0 || d.State != messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK {
+				t.Fatalf("deployment = %v", d)
 			}
 		}},
 		{"rename refused", []step{

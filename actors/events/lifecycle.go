@@ -6,6 +6,7 @@ package events
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -69,6 +70,7 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 		return "updated"
 	}
 	for _, c := range sc.Changes {
+		var then *messages.Event // an event that follows this one
 		ev := &messages.Event{UnixNano: now, Node: node, Attrs: map[string]string{"index": fmt.Sprint(sc.Index)}}
 		switch o := c.Object.(type) {
 		case *messages.Change_Service:
@@ -76,6 +78,10 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 			ev.Subject = o.Service.Spec.GetName()
 			ev.Attrs["replicas"] = fmt.Sprint(o.Service.Spec.GetReplicas())
 			ev.Attrs["image"] = o.Service.Spec.GetImage()
+			if d := o.Service.GetDeployment(); d != nil && d.Index == sc.Index {
+				// This commit is a deployment transition: say so, as its own event.
+				then = deploymentEvent(node, now, sc.Index, o.Service)
+			}
 		case *messages.Change_Task:
 			t := o.Task
 			ev.Subject = t.Id
@@ -111,6 +117,9 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 			continue
 		}
 		out = append(out, ev)
+		if then != nil {
+			out = append(out, then)
+		}
 	}
 	return out
 }
@@ -136,4 +145,22 @@ func lower(s, prefix string) string {
 		}
 	}
 	return string(b)
+}
+
+// deploymentEvent is one committed transition of a service's deployment:
+// deployment.<state> (deployment.awaiting-health, deployment.rolled-back).
+func deploymentEvent(node string, now int64, index uint64, svc *messages.Service) *messages.Event {
+	d := svc.Deployment
+	state := strings.ReplaceAll(lower(d.State.String(), "DEPLOYMENT_STATE_"), "_", "-")
+	ev := &messages.Event{UnixNano: now, Node: node, Type: "deployment." + state, Subject: svc.Spec.GetName(), Message: d.Message,
+		Attrs: map[string]string{
+			"index": fmt.Sprint(index), "deployment": d.Id,
+			"strategy": strings.ReplaceAll(lower(d.Strategy.String(), "DEPLOY_STRATEGY_"), "_", "-"),
+			"from":     fmt.Sprint(d.FromVersion), "to": fmt.Sprint(d.ToVersion),
+			"updated": fmt.Sprintf("%d/%d", len(d.Updated), d.Total),
+		}}
+	if d.Strategy == messages.DeployStrategy_DEPLOY_STRATEGY_CANARY {
+		ev.Attrs["weight"] = fmt.Sprint(d.Weight)
+	}
+	return ev
 }

@@ -16,14 +16,18 @@ import (
 
 // servicesTable is what manager/api/services takes, and from whom.
 var servicesTable = table{
-	typeName(&messages.CreateServiceRequest{}):  adminRoles,
-	typeName(&messages.UpdateServiceRequest{}):  adminRoles,
-	typeName(&messages.ScaleServiceRequest{}):   adminRoles,
-	typeName(&messages.DeleteServiceRequest{}):  adminRoles,
-	typeName(&messages.InspectServiceRequest{}): adminRoles,
-	typeName(&messages.ListServicesRequest{}):   adminRoles,
-	typeName(&messages.WaitServiceRequest{}):    adminRoles,
-	typeName(&messages.ListTasksRequest{}):      adminRoles,
+	typeName(&messages.CreateServiceRequest{}):   adminRoles,
+	typeName(&messages.UpdateServiceRequest{}):   adminRoles,
+	typeName(&messages.ScaleServiceRequest{}):    adminRoles,
+	typeName(&messages.DeleteServiceRequest{}):   adminRoles,
+	typeName(&messages.InspectServiceRequest{}):  adminRoles,
+	typeName(&messages.ListServicesRequest{}):    adminRoles,
+	typeName(&messages.WaitServiceRequest{}):     adminRoles,
+	typeName(&messages.ListTasksRequest{}):       adminRoles,
+	typeName(&messages.PromoteServiceRequest{}):  adminRoles,
+	typeName(&messages.RollbackServiceRequest{}): adminRoles,
+	typeName(&messages.PauseServiceRequest{}):    adminRoles,
+	typeName(&messages.ResumeServiceRequest{}):   adminRoles,
 }
 
 // servicesAPI (manager/api/services) answers the service requests: writes
@@ -49,6 +53,14 @@ func (a *servicesAPI) Receive(ctx actor.Context) {
 		a.leader.write(ctx, func() { a.updateService(ctx, m) })
 	case *messages.ScaleServiceRequest:
 		a.leader.write(ctx, func() { a.scale(ctx, m) })
+	case *messages.PromoteServiceRequest:
+		a.leader.write(ctx, func() { a.toDeployment(ctx, m.Name, time.Now().Add(3*time.Second)) })
+	case *messages.RollbackServiceRequest:
+		a.leader.write(ctx, func() { a.rollback(ctx, m) })
+	case *messages.PauseServiceRequest:
+		a.leader.write(ctx, func() { a.toDeployment(ctx, m.Name, time.Now().Add(3*time.Second)) })
+	case *messages.ResumeServiceRequest:
+		a.leader.write(ctx, func() { a.toDeployment(ctx, m.Name, time.Now().Add(3*time.Second)) })
 	case *messages.DeleteServiceRequest:
 		a.leader.write(ctx, func() {
 			v := st.ServiceByName(m.Name)
@@ -169,12 +181,28 @@ func (a *servicesAPI) updateService(ctx actor.Context, m *messages.UpdateService
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "%v", err)})
 		return
 	}
+	if m.ExpectedVersion != 0 && m.ExpectedVersion != v.Meta.GetVersion() {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_CONFLICT, "service %s changed since version %d (now %d): read it again and retry", m.Name, m.ExpectedVersion, v.Meta.GetVersion())})
+		return
+	}
+	dep, err := planDeployment(v, m.Spec)
+	if err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: err})
+		return
+	}
 	if err := a.portsFree(m.Spec, v.Id); err != nil {
 		ctx.Respond(&messages.ServiceReply{Error: err})
 		return
 	}
 	a.withImage(ctx, m.Spec.Image, func() {
-		a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: m.ExpectedVersion, Spec: m.Spec}}}, v.Id)
+		// Decided on v: the command carries its version, so a change that
+		// slipped in meanwhile (while the image was checked) is refused.
+		u := &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.GetVersion(), Spec: m.Spec}
+		if dep != nil {
+			u.Deployment = dep
+			u.TrafficWeights = weightsFor(&messages.Deployment{Strategy: dep.Strategy, FromVersion: v.SpecVersion, ToVersion: v.SpecVersion + 1, Weight: dep.Weight}, dep.State)
+		}
+		a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: u}}, v.Id)
 	})
 }
 

@@ -95,3 +95,21 @@ func (a *leaderActor) checkDrains(ctx actor.Context) {
 	clear(a.drains[len(keep):])
 	a.drains = keep
 }
+
+// netConfirm asks the leader to answer (with a DrainTaskReply) once every
+// ready node has confirmed programming a network view at least as new as
+// index, or after drainTimeout with the nodes that did not. A blue/green
+// switch waits on it: the switch is done when every node routes to green.
+type netConfirm struct{ index uint64 }
+
+func (a *leaderActor) netConfirm(ctx actor.Context, m *netConfirm) {
+	if ctx.Sender() == nil {
+		return
+	}
+	a.drains = append(a.drains, &drain{index: m.index, replyTo: ctx.Sender(), deadline: time.Now().Add(drainTimeout)})
+	for _, pid := range a.nodes {
+		ctx.Send(pid, &pushAtLeast{index: m.index})
+	}
+	scheduler.NewTimerScheduler(ctx).SendOnce(drainTimeout, ctx.Self(), &tick{kind: "drain"})
+	a.checkDrains(ctx)
+}

@@ -108,6 +108,8 @@ func (a *leaderActor) Receive(ctx actor.Context) {
 		if len(a.drains) > 0 {
 			a.checkDrains(ctx)
 		}
+	case *netConfirm:
+		a.netConfirm(ctx, m)
 	case *messages.PromoteNodeRequest:
 		a.promote(ctx, m)
 	case *messages.DemoteNodeRequest:

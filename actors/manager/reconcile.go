@@ -49,11 +49,17 @@ func restartDelay(s *messages.ServiceSpec) time.Duration {
 	return 5 * time.Second
 }
 
-// NewTask builds a pending task for slot (replicated) or node (global).
+// NewTask builds a pending task for slot (replicated) or node (global),
+// running the service's spec.
 func NewTask(svc *messages.Service, slot uint64, nodeID string) *messages.Task {
+	return newTaskFor(svc, side{spec: svc.Spec, version: svc.SpecVersion}, slot, nodeID)
+}
+
+// newTaskFor builds a pending task for one side of a slot.
+func newTaskFor(svc *messages.Service, sd side, slot uint64, nodeID string) *messages.Task {
 	t := &messages.Task{
 		Id: messages.NewID(), ServiceId: svc.Id, ServiceName: svc.Spec.Name, Slot: slot, NodeId: nodeID,
-		Spec: svc.Spec, SpecVersion: svc.SpecVersion, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
+		Spec: sd.spec, SpecVersion: sd.version, Side: sd.name, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
 		Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_PENDING, Message: "waiting for placement"},
 	}
 	if nodeID != "" { // global tasks are placed by construction
@@ -121,7 +127,7 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 			return idx[n.Id]
 		}
 	} else {
-		for s := uint64(1); s <= svc.Spec.Replicas; s++ {
+		for s := uint64(1); s <= svc.Spec.Replicas+canarySlots(svc); s++ {
 			want[s] = ""
 		}
 	}
@@ -141,64 +147,99 @@ func Reconcile(svc *messages.Service, tasks []*messages.Task, nodes []*messages.
 		t.DesiredState = messages.TaskState_TASK_STATE_SHUTDOWN
 		p.Shutdown = append(p.Shutdown, t)
 	}
-	replace := func(old *messages.Task, slot uint64, reason string, keepOld bool) {
-		if !keepOld {
-			shutdown(old)
+	create := func(sd side, slot uint64, old *messages.Task, reason string) {
+		nt := newTaskFor(svc, sd, slotNum(svc, slot), want[slot])
+		if old != nil {
+			nt.Replaces, nt.Reason = old.Id, reason
 		}
-		nt := NewTask(svc, slotNum(svc, slot), want[slot])
-		nt.Replaces, nt.Reason = old.Id, reason
 		p.Create = append(p.Create, nt)
 	}
-	for slot, ts := range bySlot {
-		if _, ok := want[slot]; !ok {
+	slots := make([]uint64, 0, len(want)+len(bySlot))
+	for s := range want {
+		slots = append(slots, s)
+	}
+	for s := range bySlot {
+		if _, ok := want[s]; !ok {
+			slots = append(slots, s)
+		}
+	}
+	sort.Slice(slots, func(i, j int) bool { return slots[i] < slots[j] })
+	for _, slot := range slots {
+		ts := bySlot[slot]
+		node, wanted := want[slot]
+		if !wanted {
 			for _, t := range ts {
 				shutdown(t)
 			}
 			continue
 		}
-		// The newest task of a slot is the one that counts. Older ones are
-		// leftovers, except while a start-first replacement is not running
-		// yet: then the old one serves until it does.
+		// Each side the slot wants is served by its newest task running
+		// that side's template; every other task of the slot is a
+		// leftover. A leftover keeps serving while a start-first
+		// replacement is not running yet.
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Meta.GetCreatedUnixNano() > ts[j].Meta.GetCreatedUnixNano() })
-		cur := ts[0]
-		curRunning := cur.GetStatus().GetState() == messages.TaskState_TASK_STATE_RUNNING
-		for _, t := range ts[1:] {
-			if lost := nodeLost(t, byID); startFirst(svc.Spec) && !curRunning && nodeLost(cur, byID) == "" && (lost == "" || lost == "node drained") {
+		sides := wantedSides(svc, slot, node)
+		curs := make([]*messages.Task, len(sides))
+		used := map[*messages.Task]bool{}
+		for i, sd := range sides {
+			for _, t := range ts {
+				if !used[t] && messages.TemplateEqual(t.Spec, sd.spec) {
+					curs[i], used[t] = t, true
+					break
+				}
+			}
+		}
+		var leftovers []*messages.Task
+		for _, t := range ts {
+			if !used[t] {
+				leftovers = append(leftovers, t)
+			}
+		}
+		pending := false // a side whose task is not running yet
+		for i, sd := range sides {
+			cur := curs[i]
+			if cur == nil {
+				var old *messages.Task
+				if len(leftovers) > 0 {
+					old = leftovers[0]
+				}
+				create(sd, slot, old, "spec changed")
+				pending = true
+				continue
+			}
+			lost := ""
+			if !global {
+				lost = nodeLost(cur, byID)
+			}
+			switch {
+			case lost != "":
+				// A drained node's task may serve until its replacement runs;
+				// a down or removed node's task serves nobody.
+				if !(lost == "node drained" && startFirst(svc.Spec)) {
+					shutdown(cur)
+				}
+				create(sd, slot, cur, lost)
+				pending = true
+			case needsReplacement(cur):
+				wait := restartDelay(svc.Spec) - now.Sub(time.Unix(0, cur.GetStatus().GetTimestampUnixNano()))
+				if wait > 0 {
+					if p.RetryAfter == 0 || wait < p.RetryAfter {
+						p.RetryAfter = wait
+					}
+					continue // the slot is taken until the delay ends
+				}
+				shutdown(cur)
+				create(sd, slot, cur, strings.ToLower(strings.TrimPrefix(cur.GetStatus().GetState().String(), "TASK_STATE_")))
+			case cur.GetStatus().GetState() != messages.TaskState_TASK_STATE_RUNNING:
+				pending = true
+			}
+		}
+		for _, t := range leftovers {
+			if lost := nodeLost(t, byID); startFirst(svc.Spec) && pending && (lost == "" || lost == "node drained") {
 				continue
 			}
 			shutdown(t)
 		}
-		lost := ""
-		if !global {
-			lost = nodeLost(cur, byID)
-		}
-		switch {
-		case !messages.TemplateEqual(cur.Spec, svc.Spec):
-			replace(cur, slot, "spec changed", startFirst(svc.Spec))
-		case lost != "":
-			// A drained node's task may serve until its replacement runs;
-			// a down or removed node's task serves nobody.
-			replace(cur, slot, lost, lost == "node drained" && startFirst(svc.Spec))
-		case needsReplacement(cur):
-			wait := restartDelay(svc.Spec) - now.Sub(time.Unix(0, cur.GetStatus().GetTimestampUnixNano()))
-			if wait > 0 {
-				if p.RetryAfter == 0 || wait < p.RetryAfter {
-					p.RetryAfter = wait
-				}
-				delete(want, slot) // the slot is taken until the delay ends
-				continue
-			}
-			replace(cur, slot, strings.ToLower(strings.TrimPrefix(cur.GetStatus().GetState().String(), "TASK_STATE_")), false)
-		}
-		delete(want, slot)
-	}
-	slots := make([]uint64, 0, len(want))
-	for s := range want {
-		slots = append(slots, s)
-	}
-	sort.Slice(slots, func(i, j int) bool { return slots[i] < slots[j] })
-	for _, s := range slots {
-		p.Create = append(p.Create, NewTask(svc, slotNum(svc, s), want[s]))
 	}
 	// Bound the history of finished tasks per slot (per node for a global
 	// service, whose tasks all have slot 0).

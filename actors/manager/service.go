@@ -26,6 +26,7 @@ type serviceActor struct {
 	inflight bool
 	dirty    bool
 	retry    scheduler.CancelFunc
+	deploy   *actor.PID // the deployment actor, while one is in flight
 }
 
 func newService(cfg LeaderConfig, id string) *actor.Props {
@@ -51,19 +52,47 @@ func (a *serviceActor) relevant(sc *messages.StateChanged) bool {
 }
 
 func (a *serviceActor) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
+	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.sub = subscribeState(ctx, a.relevant)
+		a.deployment(ctx, nil)
 		a.reconcile(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		unsubscribe(ctx, a.sub)
 		if a.retry != nil {
 			a.retry()
 		}
-	case *messages.StateChanged, *reconcileNow:
+	case *actor.Terminated:
+		if a.deploy != nil && m.Who.Equal(a.deploy) {
+			a.deploy = nil
+			a.deployment(ctx, nil) // a new deployment may have started as the old one ended
+		}
+	case *messages.StateChanged:
+		a.deployment(ctx, m)
+		a.reconcile(ctx)
+	case *reconcileNow:
 		a.reconcile(ctx)
 	case *messages.DebugCrash:
 		panic("debug crash requested for " + ctx.Self().Id)
+	}
+}
+
+// deployment keeps a deployment actor running while the service has a
+// deployment in flight, and passes it the changes.
+func (a *serviceActor) deployment(ctx actor.Context, sc *messages.StateChanged) {
+	if a.deploy != nil {
+		if sc != nil {
+			ctx.Send(a.deploy, sc)
+		}
+		return
+	}
+	if svc := a.cfg.Store.State.Service(a.id); svc != nil && messages.DeploymentActive(svc) {
+		pid, err := ctx.SpawnNamed(newDeployment(a.cfg, a.id), "deployment")
+		if err != nil {
+			a.cfg.Log.Warn("deployment actor", zap.String("service", svc.Spec.GetName()), zap.Error(err))
+			return
+		}
+		a.deploy = pid
 	}
 }
 

@@ -51,6 +51,8 @@ var (
 		"warren.v1.CreateServiceRequest", "warren.v1.UpdateServiceRequest", "warren.v1.ScaleServiceRequest",
 		"warren.v1.DeleteServiceRequest", "warren.v1.InspectServiceRequest", "warren.v1.ListServicesRequest",
 		"warren.v1.WaitServiceRequest", "warren.v1.ListTasksRequest",
+		"warren.v1.PromoteServiceRequest", "warren.v1.RollbackServiceRequest",
+		"warren.v1.PauseServiceRequest", "warren.v1.ResumeServiceRequest",
 		"warren.v1.ListNodesRequest", "warren.v1.InspectNodeRequest", "warren.v1.UpdateNodeRequest",
 		"warren.v1.PromoteNodeRequest", "warren.v1.DemoteNodeRequest", "warren.v1.RemoveNodeRequest",
 		"warren.v1.ImportImageChunk", "warren.v1.ListImagesRequest", "warren.v1.PullImageRequest",
