@@ -120,6 +120,16 @@ func renderService(w io.Writer, v *messages.Service) error {
 		fmt.Fprintf(tw, "Env:\t%s=%s\n", k, s.Env[k])
 	}
 	fmt.Fprintf(tw, "Version:\t%d (spec %d)\n", v.Meta.GetVersion(), v.SpecVersion)
+	if p := v.GetPreviousSpec(); p != nil {
+		fmt.Fprintf(tw, "Previous spec:\timage %s\n", p.GetImage())
+	}
+	if d := v.GetDeployment(); d != nil {
+		line := fmt.Sprintf("%s v%d → v%d, %s", strategyName(d.Strategy), d.FromVersion, d.ToVersion, deploymentStateName(d.State))
+		if d.Message != "" {
+			line += ": " + d.Message
+		}
+		fmt.Fprintf(tw, "Deployment:\t%s\n", line)
+	}
 	return tw.Flush()
 }
 
@@ -134,7 +144,7 @@ func nodeNames(nodes []*messages.Node) map[string]string {
 func renderTasks(w io.Writer, tasks []*messages.Task, nodes []*messages.Node, now time.Time) error {
 	names := nodeNames(nodes)
 	tw := table(w)
-	fmt.Fprintln(tw, "ID\tNAME\tNODE\tDESIRED\tCURRENT\tIP\tRESTARTS\tERROR")
+	fmt.Fprintln(tw, "ID\tNAME\tNODE\tVERSION\tSIDE\tDESIRED\tCURRENT\tIP\tRESTARTS\tERROR")
 	for _, t := range tasks {
 		st := t.GetStatus()
 		name := fmt.Sprintf("%s.%d", t.ServiceName, t.Slot)
@@ -157,7 +167,14 @@ func renderTasks(w io.Writer, tasks []*messages.Task, nodes []*messages.Node, no
 		if h := st.GetHealth(); h != messages.HealthState_HEALTH_STATE_NONE && st.GetState() == messages.TaskState_TASK_STATE_RUNNING {
 			state += " (" + strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_STATE_")) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\n", short(t.Id), name, node,
+		version, side := "-", t.Side
+		if t.SpecVersion != 0 {
+			version = fmt.Sprintf("v%d", t.SpecVersion)
+		}
+		if side == "" {
+			side = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\n", short(t.Id), name, node, version, side,
 			events.TaskStateName(t.DesiredState), state, ago(now, st.GetTimestampUnixNano()), ip, st.GetRestartCount(), msg)
 	}
 	return tw.Flush()

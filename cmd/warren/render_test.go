@@ -99,23 +99,23 @@ var (
 func TestRenderGolden(t *testing.T) {
 	scaledToZero := &messages.Service{Id: "short", Spec: &messages.ServiceSpec{Name: "batch", Image: "batch:2024.1"}}
 	tasks := []*messages.Task{
-		{Id: "b1c2d3e4f5a6b7c8d9e0f1a2", ServiceName: "web", Slot: 1, NodeId: nodeManager.Id, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
+		{Id: "b1c2d3e4f5a6b7c8d9e0f1a2", ServiceName: "web", Slot: 1, NodeId: nodeManager.Id, SpecVersion: 3, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_RUNNING, TimestampUnixNano: ns(5 * time.Second), Ip: "10.88.1.2"}},
-		{Id: "c2d3e4f5a6b7c8d9e0f1a2b3", ServiceName: "web", Slot: 2, NodeId: nodeDrained.Id, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
+		{Id: "c2d3e4f5a6b7c8d9e0f1a2b3", ServiceName: "web", Slot: 2, NodeId: nodeDrained.Id, SpecVersion: 4, Side: "canary", DesiredState: messages.TaskState_TASK_STATE_RUNNING,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_STARTING, TimestampUnixNano: ns(3*time.Minute + 59*time.Second), Ip: "10.88.2.3", RestartCount: 2}},
 		// Pending: the scheduler's refusal is shown where an error would be.
 		{Id: "d3e4f5a6b7c8d9e0f1a2b3c4", ServiceName: "web", Slot: 3, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_PENDING, TimestampUnixNano: ns(2 * time.Hour),
 				Message: "no suitable node (node not ready on 1 node; insufficient memory on 2 nodes)"}},
 		// History: failed with an error on a node that no longer exists.
-		{Id: "e4f5a6b7c8d9e0f1a2b3c4d5", ServiceName: "web", Slot: 3, NodeId: "gone0000gone0000gone0000", DesiredState: messages.TaskState_TASK_STATE_SHUTDOWN,
+		{Id: "e4f5a6b7c8d9e0f1a2b3c4d5", ServiceName: "web", Slot: 3, NodeId: "gone0000gone0000gone0000", SpecVersion: 2, Side: "green", DesiredState: messages.TaskState_TASK_STATE_SHUTDOWN,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_FAILED, TimestampUnixNano: ns(73 * time.Hour),
 				Err: "container exited with code 137 (out of memory)", RestartCount: 5, ExitCode: 137}},
 		// A non-pending message is not an error and is not shown.
 		{Id: "f5a6b7c8d9e0f1a2b3c4d5e6", ServiceName: "web", Slot: 4, NodeId: nodeManager.Id, DesiredState: messages.TaskState_TASK_STATE_SHUTDOWN,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_SHUTDOWN, TimestampUnixNano: ns(47 * time.Hour), Message: "stopped by scale down"}},
 		// Global: named after its node; never-updated status has no age.
-		{Id: "a6b7c8d9e0f1a2b3c4d5e6f7", ServiceName: "agent", NodeId: nodeManager.Id, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
+		{Id: "a6b7c8d9e0f1a2b3c4d5e6f7", ServiceName: "agent", NodeId: nodeManager.Id, SpecVersion: 1, DesiredState: messages.TaskState_TASK_STATE_RUNNING,
 			Status: &messages.TaskStatus{State: messages.TaskState_TASK_STATE_ASSIGNED}},
 		{Id: "short", ServiceName: "agent", NodeId: nodePaused.Id, DesiredState: messages.TaskState_TASK_STATE_RUNNING},
 	}
@@ -141,6 +141,14 @@ func TestRenderGolden(t *testing.T) {
 		{"services_empty", func(w io.Writer) error { return renderServices(w, nil) }},
 		{"service_replicated", func(w io.Writer) error { return renderService(w, webSvc) }},
 		{"service_global", func(w io.Writer) error { return renderService(w, agentSvc) }},
+		{"service_deploying", func(w io.Writer) error {
+			svc := proto.Clone(webSvc).(*messages.Service)
+			svc.Spec.Image, svc.SpecVersion = "demo:v2", 4
+			svc.PreviousSpec = proto.Clone(webSvc.Spec).(*messages.ServiceSpec)
+			svc.Deployment = &messages.Deployment{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_CANARY, State: messages.DeploymentState_DEPLOYMENT_STATE_PAUSED,
+				FromVersion: 3, ToVersion: 4, Message: "paused by `warren service pause`"}
+			return renderService(w, svc)
+		}},
 		{"tasks", func(w io.Writer) error { return renderTasks(w, tasks, allNodes, renderNow) }},
 		{"tasks_empty", func(w io.Writer) error { return renderTasks(w, nil, nil, renderNow) }},
 		{"nodes", func(w io.Writer) error { return renderNodes(w, allNodes) }},

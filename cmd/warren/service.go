@@ -17,13 +17,13 @@ import (
 func serviceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "service",
-		Usage: "create, scale, inspect and delete services",
-		Subcommands: withUsage([]*cli.Command{
+		Usage: "create, update, scale, inspect and delete services; steer their deployments",
+		Subcommands: withUsage(append([]*cli.Command{
 			{
 				Name:      "create",
 				Usage:     "create a service",
 				ArgsUsage: "NAME [ARG...]",
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "image", Usage: "image to run, e.g. demo:v1", Required: true},
 					&cli.StringFlag{Name: "replicas", Value: "1", Usage: "number of tasks (replicated mode)"},
 					&cli.StringFlag{Name: "mode", Value: "replicated", Usage: "replicated or global (one task per node)"},
@@ -46,19 +46,13 @@ func serviceCommand() *cli.Command {
 					&cli.DurationFlag{Name: "stop-grace-period", Usage: "time between SIGTERM and SIGKILL (default 10s)"},
 					&cli.StringFlag{Name: "hostname", Usage: "container hostname (default: the task id)"},
 					&cli.StringFlag{Name: "update-order", Value: "stop-first", Usage: "replacing a task (update, drain): stop-first or start-first (the old one serves until the new one runs)"},
-					&cli.StringFlag{Name: "health-cmd", Usage: "health check: 'http GET /path', 'tcp', 'exec CMD ARG...' or 'grpc [SERVICE]'"},
-					&cli.UintFlag{Name: "health-port", Usage: "port the http, tcp and grpc checks use (default: the first --publish target, else 80)"},
-					&cli.DurationFlag{Name: "health-interval", Usage: "time between checks (default 30s)"},
-					&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take (default 5s)"},
-					&cli.UintFlag{Name: "health-retries", Usage: "failures in a row that make a task unhealthy (default 3)"},
-					&cli.DurationFlag{Name: "health-start-period", Usage: "failures in this time after start do not count"},
 					&cli.StringSliceFlag{Name: "cap-add", Usage: "add a Linux capability to Docker's default set, e.g. NET_ADMIN (repeatable; applied after --cap-drop)"},
 					&cli.StringSliceFlag{Name: "cap-drop", Usage: "drop a capability from the default set, or ALL (repeatable)"},
 					&cli.Int64Flag{Name: "pids-limit", Usage: fmt.Sprintf("most processes and threads a task may hold (0: the default, %d; -1: unlimited)", messages.DefaultPidsLimit)},
 					&cli.StringFlag{Name: "seccomp", Usage: "seccomp profile: default (Docker's) or unconfined (none; only for tasks that need a blocked syscall)"},
 					waitFlag(), waitTimeoutFlag(),
 					outputFlag(),
-				},
+				}, healthFlags()...),
 				Action: withClient(serviceCreate),
 			},
 			{Name: "list", Aliases: []string{"ls"}, Usage: "list services", Flags: []cli.Flag{outputFlag()}, Action: withClient(serviceList)},
@@ -67,7 +61,7 @@ func serviceCommand() *cli.Command {
 				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include finished tasks"}, outputFlag()}, Action: withClient(servicePs)},
 			{Name: "scale", Usage: "set replica counts", ArgsUsage: "NAME=REPLICAS...", Flags: []cli.Flag{waitFlag(), waitTimeoutFlag()}, Action: withClient(serviceScale)},
 			{Name: "delete", Aliases: []string{"rm"}, Usage: "delete services; their containers stop and are removed", ArgsUsage: "NAME...", Action: withClient(serviceDelete)},
-		}),
+		}, deploymentCommands()...)),
 	}
 }
 
@@ -229,14 +223,7 @@ func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
 		if s.HealthCheck, err = parseHealthCmd(hc); err != nil {
 			return nil, err
 		}
-		s.HealthCheck.Port = uint32(c.Uint("health-port"))
-		if s.HealthCheck.Port == 0 && len(s.Ports) > 0 {
-			s.HealthCheck.Port = s.Ports[0].TargetPort
-		}
-		s.HealthCheck.IntervalMs = c.Duration("health-interval").Milliseconds()
-		s.HealthCheck.TimeoutMs = c.Duration("health-timeout").Milliseconds()
-		s.HealthCheck.Retries = uint32(c.Uint("health-retries"))
-		s.HealthCheck.StartPeriodMs = c.Duration("health-start-period").Milliseconds()
+		setHealthFlags(c, s.HealthCheck, s.Ports)
 	}
 	if s.CapAdd, err = messages.NormalizeCapabilities(c.StringSlice("cap-add")); err != nil {
 		return nil, fmt.Errorf("invalid --cap-add: %w", err)
@@ -371,6 +358,42 @@ func serviceDelete(c *cli.Context, cl *client.Client) error {
 		fmt.Println(name)
 	}
 	return nil
+}
+
+// healthFlags are the health check's flags, shared by create and update.
+func healthFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "health-cmd", Usage: "health check: 'http GET /path', 'tcp', 'exec CMD ARG...' or 'grpc [SERVICE]'"},
+		&cli.UintFlag{Name: "health-port", Usage: "port the http, tcp and grpc checks use (default: the first --publish target, else 80)"},
+		&cli.DurationFlag{Name: "health-interval", Usage: "time between checks (default 30s)"},
+		&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take (default 5s)"},
+		&cli.UintFlag{Name: "health-retries", Usage: "failures in a row that make a task unhealthy (default 3)"},
+		&cli.DurationFlag{Name: "health-start-period", Usage: "failures in this time after start do not count"},
+	}
+}
+
+// setHealthFlags copies the --health-* flags other than --health-cmd into
+// hc; the port defaults to the first port's target. On update only the
+// flags given change the check.
+func setHealthFlags(c *cli.Context, hc *messages.HealthCheck, ports []*messages.PortConfig) {
+	if c.IsSet("health-port") || c.IsSet("health-cmd") {
+		hc.Port = uint32(c.Uint("health-port"))
+		if hc.Port == 0 && len(ports) > 0 {
+			hc.Port = ports[0].TargetPort
+		}
+	}
+	if c.IsSet("health-interval") || c.IsSet("health-cmd") {
+		hc.IntervalMs = c.Duration("health-interval").Milliseconds()
+	}
+	if c.IsSet("health-timeout") || c.IsSet("health-cmd") {
+		hc.TimeoutMs = c.Duration("health-timeout").Milliseconds()
+	}
+	if c.IsSet("health-retries") || c.IsSet("health-cmd") {
+		hc.Retries = uint32(c.Uint("health-retries"))
+	}
+	if c.IsSet("health-start-period") || c.IsSet("health-cmd") {
+		hc.StartPeriodMs = c.Duration("health-start-period").Milliseconds()
+	}
 }
 
 // parseHealthCmd reads --health-cmd: "http GET /healthz" (or "http

@@ -1,0 +1,542 @@
+package main
+
+// Rendering of a deployment's progress. Everything here is a pure function
+// of the service (with its committed deployment), its tasks and a clock,
+// so the views are golden-tested without a cluster (deploy_render_test.go).
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/warrenorch/warren/messages"
+)
+
+// sideStatus counts the tasks of one version (and side) that are meant to
+// run: how many, how many run, how many count (run and pass their health
+// check, if any). Target is how many the deployment wants there in the end
+// (0 for a version that is leaving).
+type sideStatus struct {
+	Version uint64 `json:"version"`
+	Side    string `json:"side,omitempty"`
+	Desired int    `json:"desired"`
+	Running int    `json:"running"`
+	Healthy int    `json:"healthy"`
+	Pending int    `json:"pending,omitempty"` // not placed on a node yet
+	Failed  int    `json:"failed,omitempty"`  // exited or refused, to be restarted or replaced
+	Target  int    `json:"target,omitempty"`
+	Weight  *int   `json:"weight,omitempty"` // percent of requests; nil: equal shares
+}
+
+func (s sideStatus) label() string {
+	l := fmt.Sprintf("v%d", s.Version)
+	if s.Side != "" {
+		l += " " + s.Side
+	}
+	return l
+}
+
+// deployStatus is one observation of a deployment, what every view draws.
+type deployStatus struct {
+	svc   *messages.Service
+	d     *messages.Deployment // nil: the service never had one
+	sides []sideStatus
+	now   time.Time
+}
+
+// healthyTask: the task runs and, if its spec has a health check, passes
+// it (the same rule the deployment actor counts progress by).
+func healthyTask(t *messages.Task) bool {
+	st := t.GetStatus()
+	if st.GetState() != messages.TaskState_TASK_STATE_RUNNING {
+		return false
+	}
+	if t.GetSpec().GetHealthCheck().GetKind() != messages.HealthCheck_KIND_NONE {
+		return st.GetHealth() == messages.HealthState_HEALTH_STATE_HEALTHY
+	}
+	return true
+}
+
+// newDeployStatus groups the tasks meant to run by (version, side) and
+// sets each group's target: the deployed version's group wants the slots
+// the deployment moves (blue/green's green every replica, a canary its
+// canary replicas), older versions want none once it is done.
+func newDeployStatus(svc *messages.Service, tasks []*messages.Task, now time.Time) deployStatus {
+	st := deployStatus{svc: svc, d: svc.GetDeployment(), now: now}
+	type key struct {
+		v    uint64
+		side string
+	}
+	idx := map[key]int{}
+	get := func(k key) *sideStatus {
+		i, ok := idx[k]
+		if !ok {
+			i = len(st.sides)
+			idx[k] = i
+			st.sides = append(st.sides, sideStatus{Version: k.v, Side: k.side})
+		}
+		return &st.sides[i]
+	}
+	for _, t := range tasks {
+		if t.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
+			continue
+		}
+		s := get(key{t.SpecVersion, t.Side})
+		s.Desired++
+		if t.GetStatus().GetState() == messages.TaskState_TASK_STATE_RUNNING {
+			s.Running++
+		}
+		if healthyTask(t) {
+			s.Healthy++
+		}
+		switch t.GetStatus().GetState() {
+		case messages.TaskState_TASK_STATE_NEW, messages.TaskState_TASK_STATE_PENDING:
+			s.Pending++
+		case messages.TaskState_TASK_STATE_FAILED, messages.TaskState_TASK_STATE_REJECTED, messages.TaskState_TASK_STATE_ORPHANED:
+			s.Failed++
+		}
+	}
+	if d := st.d; d != nil && !messages.DeploymentFinished(d.State) && d.State != messages.DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK {
+		k, target := key{d.ToVersion, ""}, int(d.Total)
+		switch d.Strategy {
+		case messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN:
+			k.side = "green"
+			if target == 0 {
+				target = int(svc.GetSpec().GetReplicas())
+			}
+		case messages.DeployStrategy_DEPLOY_STRATEGY_CANARY:
+			if effective(d) != messages.DeploymentState_DEPLOYMENT_STATE_PROMOTING {
+				k.side, target = "canary", int(max(d.CanaryReplicas, 1))
+			}
+		}
+		if target == 0 {
+			target = int(svc.GetSpec().GetReplicas())
+		}
+		get(k).Target = target
+	}
+	for i := range st.sides {
+		if w, ok := svc.GetTrafficWeights()[st.sides[i].Version]; ok && len(svc.GetTrafficWeights()) > 0 {
+			n := int(w)
+			st.sides[i].Weight = &n
+		} else if len(svc.GetTrafficWeights()) > 0 {
+			zero := 0
+			st.sides[i].Weight = &zero
+		}
+	}
+	// Newest version first, then by side name (stable before blue, canary,
+	// green), so lines keep their place between redraws.
+	sort.SliceStable(st.sides, func(i, j int) bool {
+		a, b := st.sides[i], st.sides[j]
+		if a.Version != b.Version {
+			return a.Version > b.Version
+		}
+		return a.Side < b.Side
+	})
+	return st
+}
+
+// effective is the state whose step a paused deployment holds.
+func effective(d *messages.Deployment) messages.DeploymentState {
+	if d.State == messages.DeploymentState_DEPLOYMENT_STATE_PAUSED && d.PausedFrom != messages.DeploymentState_DEPLOYMENT_STATE_NONE {
+		return d.PausedFrom
+	}
+	return d.State
+}
+
+// deploymentStateName is the lower-case, dashed name users see
+// (awaiting-health), as in `warren events`.
+func deploymentStateName(s messages.DeploymentState) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "DEPLOYMENT_STATE_")), "_", "-")
+}
+
+func strategyName(s messages.DeployStrategy) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "DEPLOY_STRATEGY_")), "_", "-")
+}
+
+func failureActionName(a messages.FailureAction) string {
+	return strings.ToLower(strings.TrimPrefix(a.String(), "FAILURE_ACTION_"))
+}
+
+func orderName(o messages.UpdateOrder) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(o.String(), "UPDATE_ORDER_")), "_", "-")
+}
+
+// graceOf is blue/green's grace period, 30 s when unset.
+func graceOf(u *messages.UpdateConfig) time.Duration {
+	if ms := u.GetGraceMs(); ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return 30 * time.Second
+}
+
+// short durations for people: 1m05s, 40s, 2h03m.
+func dur(d time.Duration) string {
+	d = d.Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+func (st deployStatus) target() *sideStatus {
+	for i := range st.sides {
+		if st.sides[i].Target > 0 {
+			return &st.sides[i]
+		}
+	}
+	return nil
+}
+
+// step says where in its strategy the deployment is: "batch 2/3", "weight
+// 10%", "green 4/6 healthy".
+func (st deployStatus) step() string {
+	d := st.d
+	if d == nil {
+		return ""
+	}
+	healthy, target := 0, 0
+	if t := st.target(); t != nil {
+		healthy, target = t.Healthy, t.Target
+	}
+	name := st.svc.GetSpec().GetName()
+	s := effective(d)
+	var out string
+	switch s {
+	case messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH, messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH,
+		messages.DeploymentState_DEPLOYMENT_STATE_MONITORING, messages.DeploymentState_DEPLOYMENT_STATE_PROMOTING:
+		total, done := int(d.Total), len(d.Updated)
+		p := int(st.svc.GetSpec().GetUpdateConfig().GetParallelism())
+		if p <= 0 || p > total {
+			p = max(total, 1) // 0: every slot in one batch
+		}
+		batches := (total + p - 1) / p
+		batch := min(max((done+p-1)/p, 1), max(batches, 1))
+		out = fmt.Sprintf("batch %d/%d, %d/%d updated", batch, max(batches, 1), done, total)
+	case messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN:
+		out = fmt.Sprintf("green %d/%d healthy, blue serves", healthy, target)
+	case messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION:
+		out = fmt.Sprintf("green ready, blue serves: `warren service promote %s` switches", name)
+	case messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED:
+		out = "traffic on green"
+	case messages.DeploymentState_DEPLOYMENT_STATE_GRACE:
+		left := time.Unix(0, d.StateSinceUnixNano).Add(graceOf(st.svc.GetSpec().GetUpdateConfig())).Sub(st.now)
+		out = fmt.Sprintf("traffic on green, blue kept %s more (rollback is instant)", dur(left))
+	case messages.DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE:
+		out = "traffic on green, removing blue"
+	case messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_CANARY:
+		out = fmt.Sprintf("canary %d/%d healthy", healthy, target)
+	case messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED:
+		out = fmt.Sprintf("weight %d%%", d.Weight)
+	case messages.DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK:
+		out = fmt.Sprintf("returning to v%d", d.FromVersion)
+	case messages.DeploymentState_DEPLOYMENT_STATE_DONE:
+		out = fmt.Sprintf("v%d everywhere", d.ToVersion)
+	case messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK:
+		out = fmt.Sprintf("back on v%d", d.FromVersion)
+	}
+	if d.State == messages.DeploymentState_DEPLOYMENT_STATE_PAUSED && out != "" {
+		out = "held at " + out
+	}
+	return out
+}
+
+// elapsed is how long the deployment has run (or ran, once finished).
+func (st deployStatus) elapsed() time.Duration {
+	d := st.d
+	if d == nil || d.StartedUnixNano == 0 {
+		return 0
+	}
+	end := st.now
+	if d.FinishedUnixNano != 0 {
+		end = time.Unix(0, d.FinishedUnixNano)
+	}
+	return end.Sub(time.Unix(0, d.StartedUnixNano))
+}
+
+// eta extrapolates the rate of healthy target tasks so far; "" when there
+// is nothing to extrapolate from, or the deployment waits for a person.
+func (st deployStatus) eta() string {
+	d := st.d
+	if d == nil || messages.DeploymentFinished(d.State) {
+		return ""
+	}
+	switch d.State {
+	case messages.DeploymentState_DEPLOYMENT_STATE_PAUSED, messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED,
+		messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION, messages.DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK:
+		return ""
+	}
+	t := st.target()
+	if t == nil || t.Healthy == 0 || t.Healthy >= t.Target {
+		return ""
+	}
+	e := st.elapsed()
+	return dur(e / time.Duration(t.Healthy) * time.Duration(t.Target-t.Healthy))
+}
+
+// weights is "v1 90%, v2 10%", or "" when every healthy task shares equally.
+func weightsText(svc *messages.Service) string {
+	w := svc.GetTrafficWeights()
+	if len(w) == 0 {
+		return ""
+	}
+	vs := make([]uint64, 0, len(w))
+	for v := range w {
+		vs = append(vs, v)
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i] < vs[j] })
+	var parts []string
+	for _, v := range vs {
+		parts = append(parts, fmt.Sprintf("v%d %d%%", v, w[v]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// headline: "web: rolling v1 → v2, awaiting-health, batch 2/3, 2/6 updated".
+func (st deployStatus) headline() string {
+	name := st.svc.GetSpec().GetName()
+	d := st.d
+	if d == nil {
+		return fmt.Sprintf("%s: no deployment, spec v%d", name, st.svc.GetSpecVersion())
+	}
+	kind := strategyName(d.Strategy)
+	if d.Rollback {
+		kind += " rollback"
+	}
+	line := fmt.Sprintf("%s: %s v%d → v%d, %s", name, kind, d.FromVersion, d.ToVersion, deploymentStateName(d.State))
+	if s := st.step(); s != "" {
+		line += ", " + s
+	}
+	return line
+}
+
+// line is one plain line for a pipe: the headline, the counts per side,
+// the reason if any. It holds no clock, so equal lines mean nothing
+// changed.
+func (st deployStatus) line() string {
+	l := st.headline()
+	var parts []string
+	for _, s := range st.sides {
+		parts = append(parts, s.label()+" "+s.counts())
+	}
+	if len(parts) > 0 {
+		l += "; " + strings.Join(parts, ", ")
+	}
+	if w := weightsText(st.svc); w != "" && st.d != nil && !messages.DeploymentFinished(st.d.State) {
+		l += "; traffic " + w
+	}
+	if m := st.d.GetMessage(); m != "" {
+		l += ": " + m
+	}
+	return l
+}
+
+// counts: "4/6 healthy" against the target, else of the tasks there.
+func (s sideStatus) counts() string {
+	want := s.Desired
+	if s.Target > 0 {
+		want = s.Target
+	}
+	out := fmt.Sprintf("%d/%d healthy", s.Healthy, want)
+	if n := s.Desired - s.Healthy - s.Pending - s.Failed; n > 0 {
+		out += fmt.Sprintf(", %d starting", n)
+	}
+	if s.Pending > 0 {
+		out += fmt.Sprintf(", %d pending", s.Pending)
+	}
+	if s.Failed > 0 {
+		out += fmt.Sprintf(", %d failed", s.Failed)
+	}
+	return out
+}
+
+// bar draws n of total as width cells.
+func bar(n, total, width int) string {
+	if total <= 0 {
+		total = 1
+	}
+	f := min(max(n*width/total, 0), width)
+	return "[" + strings.Repeat("#", f) + strings.Repeat("-", width-f) + "]"
+}
+
+// progressLines is the live view: the headline with elapsed time and ETA,
+// then one bar per version and side.
+func (st deployStatus) progressLines() []string {
+	head := st.headline()
+	if e := st.elapsed(); e > 0 {
+		head += "  (" + dur(e)
+		if eta := st.eta(); eta != "" {
+			head += ", ETA " + eta
+		}
+		head += ")"
+	}
+	lines := []string{head}
+	width := 0
+	for _, s := range st.sides {
+		width = max(width, len(s.label()))
+	}
+	for _, s := range st.sides {
+		want := s.Desired
+		if s.Target > 0 {
+			want = s.Target
+		}
+		l := fmt.Sprintf("  %-*s  %s %s", width, s.label(), bar(s.Healthy, want, 20), s.counts())
+		if s.Weight != nil {
+			l += fmt.Sprintf(", %d%% of requests", *s.Weight)
+		}
+		lines = append(lines, l)
+	}
+	if m := st.d.GetMessage(); m != "" {
+		lines = append(lines, "  "+m)
+	}
+	return lines
+}
+
+// strategyText details the rollout settings of the service's spec.
+func strategyText(d *messages.Deployment, u *messages.UpdateConfig) string {
+	var p []string
+	switch d.Strategy {
+	case messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN:
+		sw := "switch when green is healthy"
+		if u.GetSwitchManual() {
+			sw = "switch on promote"
+		}
+		p = append(p, sw, "grace "+dur(graceOf(u)))
+	case messages.DeployStrategy_DEPLOY_STRATEGY_CANARY:
+		p = append(p, fmt.Sprintf("canary replicas %d", max(d.CanaryReplicas, 1)))
+		fallthrough
+	default:
+		par := "all at once"
+		if n := u.GetParallelism(); n > 0 {
+			par = fmt.Sprintf("parallelism %d", n)
+		}
+		p = append(p, par, "order "+orderName(u.GetOrder()))
+		if ms := u.GetDelayMs(); ms > 0 {
+			p = append(p, "delay "+dur(time.Duration(ms)*time.Millisecond))
+		}
+	}
+	action := "rollback" // the server's default when the spec sets none
+	if u != nil {
+		action = failureActionName(u.GetFailureAction())
+	}
+	p = append(p, "on failure "+action)
+	if ms := u.GetMonitorMs(); ms > 0 {
+		p = append(p, "monitor "+dur(time.Duration(ms)*time.Millisecond))
+	}
+	if r := u.GetMaxFailureRatio(); r > 0 {
+		p = append(p, fmt.Sprintf("max failure ratio %g", r))
+	}
+	return strategyName(d.Strategy) + " (" + strings.Join(p, ", ") + ")"
+}
+
+// renderDeployment is `warren service deployment NAME`: the deployment's
+// settings, state and step, then one row per version and side.
+func renderDeployment(w io.Writer, st deployStatus) error {
+	tw := table(w)
+	svc, d := st.svc, st.d
+	fmt.Fprintf(tw, "Service:\t%s (spec v%d)\n", svc.GetSpec().GetName(), svc.GetSpecVersion())
+	if d == nil {
+		fmt.Fprintf(tw, "Deployment:\tnone yet (`warren service update %s --image ...` starts one)\n", svc.GetSpec().GetName())
+	} else {
+		kind := strategyText(d, svc.GetSpec().GetUpdateConfig())
+		if d.Rollback {
+			kind += ", a rollback"
+		}
+		fmt.Fprintf(tw, "Strategy:\t%s\n", kind)
+		fmt.Fprintf(tw, "Versions:\tv%d → v%d\n", d.FromVersion, d.ToVersion)
+		state := deploymentStateName(d.State)
+		if d.StateSinceUnixNano != 0 && !messages.DeploymentFinished(d.State) {
+			state += " for " + dur(st.now.Sub(time.Unix(0, d.StateSinceUnixNano)))
+		}
+		fmt.Fprintf(tw, "State:\t%s\n", state)
+		if s := st.step(); s != "" {
+			fmt.Fprintf(tw, "Step:\t%s\n", s)
+		}
+		if d.StartedUnixNano != 0 {
+			took := "running for"
+			if d.FinishedUnixNano != 0 {
+				took = "took"
+			}
+			fmt.Fprintf(tw, "Started:\t%s, %s %s\n", ago(st.now, d.StartedUnixNano), took, dur(st.elapsed()))
+		}
+		if eta := st.eta(); eta != "" {
+			fmt.Fprintf(tw, "ETA:\t%s\n", eta)
+		}
+		if wt := weightsText(svc); wt != "" {
+			fmt.Fprintf(tw, "Traffic:\t%s\n", wt)
+		}
+		if d.Message != "" {
+			fmt.Fprintf(tw, "Message:\t%s\n", d.Message)
+		}
+		if len(d.FailedTasks) > 0 {
+			ids := make([]string, len(d.FailedTasks))
+			for i, id := range d.FailedTasks {
+				ids[i] = short(id)
+			}
+			fmt.Fprintf(tw, "Failed tasks:\t%s\n", strings.Join(ids, ", "))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.sides) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = table(w)
+	fmt.Fprintln(tw, "VERSION\tSIDE\tTASKS\tRUNNING\tHEALTHY\tTARGET\tTRAFFIC\tPROGRESS")
+	for _, s := range st.sides {
+		side, target, traffic := s.Side, "-", "-"
+		if side == "" {
+			side = "stable"
+		}
+		want := s.Desired
+		if s.Target > 0 {
+			target, want = fmt.Sprint(s.Target), s.Target
+		}
+		if s.Weight != nil {
+			traffic = fmt.Sprintf("%d%%", *s.Weight)
+		}
+		fmt.Fprintf(tw, "v%d\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Version, side, s.Desired, s.Running, s.Healthy, target, traffic, bar(s.Healthy, want, 10))
+	}
+	return tw.Flush()
+}
+
+// statusRecord is the `-o json` record of one observation (one compact
+// object per line): the service's name and spec version, the deployment
+// as protojson, the counts per version and side, and the plain line.
+type statusRecord struct {
+	Service     string          `json:"service"`
+	SpecVersion uint64          `json:"specVersion"`
+	Deployment  json.RawMessage `json:"deployment,omitempty"`
+	Sides       []sideStatus    `json:"sides"`
+	Step        string          `json:"step,omitempty"`
+	ElapsedMs   int64           `json:"elapsedMs,omitempty"`
+	Summary     string          `json:"summary"`
+}
+
+func (st deployStatus) record() (statusRecord, error) {
+	r := statusRecord{Service: st.svc.GetSpec().GetName(), SpecVersion: st.svc.GetSpecVersion(), Sides: st.sides,
+		Step: st.step(), ElapsedMs: st.elapsed().Milliseconds(), Summary: st.line()}
+	if r.Sides == nil {
+		r.Sides = []sideStatus{}
+	}
+	if st.d != nil {
+		b, err := protojson.Marshal(st.d)
+		if err != nil {
+			return r, err
+		}
+		r.Deployment = b
+	}
+	return r, nil
+}
