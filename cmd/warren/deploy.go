@@ -332,8 +332,10 @@ func (f *follower) verdict(st deployStatus) (bool, error) {
 			f.name, deploymentStateName(d.PausedFrom), why, f.name, f.name, d.FromVersion)
 	case messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED, messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION:
 		// The deployment did its part and waits for a person: a
-		// canary's share, or a manual blue/green switch.
-		return !f.watchOnly && !f.rollback, nil
+		// canary's share, or a manual blue/green switch (a rollback of a
+		// finished deployment rolls the way the service does, canary
+		// included).
+		return !f.watchOnly, nil
 	}
 	return false, nil
 }

@@ -494,6 +494,14 @@ func serviceUpdate(c *cli.Context) error {
 	return withClient(func(c *cli.Context, cl *client.Client) error { return runUpdate(c, cl, edits) })(c)
 }
 
+// changedSince tells a version conflict (the service changed after it was
+// read: worth one retry on a fresh read) from the server's other conflicts
+// (a deployment in flight), whose message is the answer.
+func changedSince(cl *client.Client, name string, read *messages.Service) bool {
+	now, err := cl.InspectService(name)
+	return err == nil && now.Meta.GetVersion() != read.Meta.GetVersion()
+}
+
 func runUpdate(c *cli.Context, cl *client.Client, edits []specEdit) error {
 	name := c.Args().First()
 	var before, svc *messages.Service
@@ -508,11 +516,8 @@ func runUpdate(c *cli.Context, cl *client.Client, edits []specEdit) error {
 		}
 		svc, err = cl.UpdateService(name, spec, cur.Meta.GetVersion())
 		var ce *client.Error
-		if errors.As(err, &ce) && ce.Code == messages.ErrorCode_ERROR_CODE_CONFLICT {
-			if attempt < 2 {
-				continue // changed since it was read: edit the new one
-			}
-			return fmt.Errorf("update %s: it changed again while this update was sent (%v): run the command again", name, err)
+		if errors.As(err, &ce) && ce.Code == messages.ErrorCode_ERROR_CODE_CONFLICT && attempt < 2 && changedSince(cl, name, cur) {
+			continue // changed since it was read: edit the new one
 		}
 		if err != nil {
 			return fmt.Errorf("update %s: %w", name, err)
