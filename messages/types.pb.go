@@ -270,25 +270,29 @@ func (RestartCondition) EnumDescriptor() ([]byte, []int) {
 	return file_types_proto_rawDescGZIP(), []int{4}
 }
 
+// What a rollout does when more new tasks fail than it allows. The zero
+// value is rollback, unlike Swarm's pause, which leaves mixed versions
+// serving. (No spec could set this field before deployments were built,
+// so the renumbering broke nothing stored.)
 type FailureAction int32
 
 const (
-	FailureAction_FAILURE_ACTION_PAUSE    FailureAction = 0
-	FailureAction_FAILURE_ACTION_CONTINUE FailureAction = 1
-	FailureAction_FAILURE_ACTION_ROLLBACK FailureAction = 2
+	FailureAction_FAILURE_ACTION_ROLLBACK FailureAction = 0
+	FailureAction_FAILURE_ACTION_PAUSE    FailureAction = 1
+	FailureAction_FAILURE_ACTION_CONTINUE FailureAction = 2
 )
 
 // Enum value maps for FailureAction.
 var (
 	FailureAction_name = map[int32]string{
-		0: "FAILURE_ACTION_PAUSE",
-		1: "FAILURE_ACTION_CONTINUE",
-		2: "FAILURE_ACTION_ROLLBACK",
+		0: "FAILURE_ACTION_ROLLBACK",
+		1: "FAILURE_ACTION_PAUSE",
+		2: "FAILURE_ACTION_CONTINUE",
 	}
 	FailureAction_value = map[string]int32{
-		"FAILURE_ACTION_PAUSE":    0,
-		"FAILURE_ACTION_CONTINUE": 1,
-		"FAILURE_ACTION_ROLLBACK": 2,
+		"FAILURE_ACTION_ROLLBACK": 0,
+		"FAILURE_ACTION_PAUSE":    1,
+		"FAILURE_ACTION_CONTINUE": 2,
 	}
 )
 
@@ -1592,7 +1596,7 @@ func (x *UpdateConfig) GetFailureAction() FailureAction {
 	if x != nil {
 		return x.FailureAction
 	}
-	return FailureAction_FAILURE_ACTION_PAUSE
+	return FailureAction_FAILURE_ACTION_ROLLBACK
 }
 
 func (x *UpdateConfig) GetMonitorMs() int64 {
@@ -2824,10 +2828,10 @@ const file_types_proto_rawDesc = "" +
 	"\x15RESTART_CONDITION_ANY\x10\x00\x12 \n" +
 	"\x1cRESTART_CONDITION_ON_FAILURE\x10\x01\x12\x1a\n" +
 	"\x16RESTART_CONDITION_NONE\x10\x02*c\n" +
-	"\rFailureAction\x12\x18\n" +
-	"\x14FAILURE_ACTION_PAUSE\x10\x00\x12\x1b\n" +
-	"\x17FAILURE_ACTION_CONTINUE\x10\x01\x12\x1b\n" +
-	"\x17FAILURE_ACTION_ROLLBACK\x10\x02*H\n" +
+	"\rFailureAction\x12\x1b\n" +
+	"\x17FAILURE_ACTION_ROLLBACK\x10\x00\x12\x18\n" +
+	"\x14FAILURE_ACTION_PAUSE\x10\x01\x12\x1b\n" +
+	"\x17FAILURE_ACTION_CONTINUE\x10\x02*H\n" +
 	"\vUpdateOrder\x12\x1b\n" +
 	"\x17UPDATE_ORDER_STOP_FIRST\x10\x00\x12\x1c\n" +
 	"\x18UPDATE_ORDER_START_FIRST\x10\x01*i\n" +

@@ -1,0 +1,253 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warrenorch/warren/messages"
+	"github.com/warrenorch/warren/store"
+)
+
+// runTasks plays the workers' part for a deployment test: every task the
+// state places on a fake worker is reported running, with the health
+// health gives it, and every task told to stop is reported shut down.
+// The reports go to whichever manager leads.
+func runTasks(t *testing.T, c *testCluster, health func(*messages.Task) messages.HealthState) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			time.Sleep(30 * time.Millisecond)
+			var m *testManager
+			for _, x := range c.up() {
+				if x.store().IsLeader() {
+					m = x
+				}
+			}
+			if m == nil {
+				continue
+			}
+			for _, tk := range m.store().State.Tasks(store.TaskFilter{}) {
+				w := c.workers[tk.NodeId]
+				if w == nil {
+					continue
+				}
+				st := tk.GetStatus().GetState()
+				switch {
+				case tk.DesiredState == messages.TaskState_TASK_STATE_RUNNING && (st == messages.TaskState_TASK_STATE_ASSIGNED || st == messages.TaskState_TASK_STATE_RUNNING):
+					h := health(tk)
+					if st == messages.TaskState_TASK_STATE_RUNNING && tk.Status.GetHealth() == h {
+						continue
+					}
+					ip := ""
+					if p, err := netip.ParsePrefix(m.store().State.Node(tk.NodeId).GetSubnet()); err == nil {
+						ip = p.Addr().Next().Next().String()
+					}
+					w.report(m, tk, &messages.TaskStatus{State: messages.TaskState_TASK_STATE_RUNNING, Health: h, Ip: ip,
+						TimestampUnixNano: time.Now().UnixNano()})
+				case tk.DesiredState == messages.TaskState_TASK_STATE_SHUTDOWN && !terminal(st):
+					w.report(m, tk, &messages.TaskStatus{State: messages.TaskState_TASK_STATE_SHUTDOWN, TimestampUnixNano: time.Now().UnixNano()})
+				}
+			}
+		}
+	}()
+}
+
+// healthyUnless makes tasks of image bad unhealthy, the rest healthy.
+func healthyUnless(bad string) func(*messages.Task) messages.HealthState {
+	return func(tk *messages.Task) messages.HealthState {
+		if tk.Spec.GetImage() == bad {
+			return messages.HealthState_HEALTH_STATE_UNHEALTHY
+		}
+		return messages.HealthState_HEALTH_STATE_HEALTHY
+	}
+}
+
+// watchDeployment records every committed deployment state of service
+// name, in order, as m's replica applies them.
+func watchDeployment(t *testing.T, m *testManager, name string) func() []string {
+	var mu sync.Mutex
+	var seen []string
+	sub := m.system().EventStream.Subscribe(func(evt any) {
+		sc, ok := evt.(*messages.StateChanged)
+		if !ok {
+			return
+		}
+		for _, ch := range sc.Changes {
+			if v := ch.GetService(); v != nil && v.Spec.GetName() == name && v.Deployment != nil && v.Deployment.Index == sc.Index {
+				mu.Lock()
+				seen = append(seen, stateName(v.Deployment.State))
+				mu.Unlock()
+			}
+		}
+	})
+	t.Cleanup(func() { m.system().EventStream.Unsubscribe(sub) })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Compact(slices.Clone(seen))
+	}
+}
+
+func deploySpec(name string, replicas uint64, image string, uc *messages.UpdateConfig) *messages.ServiceSpec {
+	s := workerSpec(name, replicas)
+	s.Image = image
+	s.HealthCheck = &messages.HealthCheck{Kind: messages.HealthCheck_KIND_TCP, Port: 80}
+	s.UpdateConfig = uc
+	return s
+}
+
+func (c *testCluster) must(t *testing.T, m *testManager, msg proto.Message) *messages.Service {
+	t.Helper()
+	var r *messages.ServiceReply
+	within(t, 15*time.Second, fmt.Sprintf("%T answered", msg), func() bool {
+		res, err := c.cli.ask(m, msg, 10*time.Second)
+		r, _ = res.(*messages.ServiceReply)
+		return err == nil && r != nil && (r.Error == nil || r.Error.Code != messages.ErrorCode_ERROR_CODE_UNAVAILABLE)
+	})
+	if r.Error != nil {
+		t.Fatalf("%T: %v", msg, r.Error.Message)
+	}
+	return r.Service
+}
+
+// deploymentIn waits until service name's deployment is in state want.
+func deploymentIn(t *testing.T, m *testManager, name string, want messages.DeploymentState, d time.Duration) *messages.Service {
+	t.Helper()
+	var v *messages.Service
+	deadline := time.Now().Add(d)
+	for {
+		v = m.store().State.ServiceByName(name)
+		if v.GetDeployment().GetState() == want {
+			return v
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, tk := range m.store().State.Tasks(store.TaskFilter{ServiceID: v.GetId()}) {
+				fmt.Fprintf(&b, "\n  slot %d %s %s v%d side %q desired %v status %v health %v created %d",
+					tk.Slot, tk.Id[:8], tk.Spec.GetImage(), tk.SpecVersion, tk.Side, tk.DesiredState, tk.GetStatus().GetState(), tk.GetStatus().GetHealth(), tk.GetMeta().GetCreatedUnixNano())
+			}
+			t.Fatalf("%s's deployment is not %s after %v: %v%s", name, stateName(want), d, v.GetDeployment(), b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// images is the image of every live task of service name, by side.
+func images(m *testManager, name string) map[string][]string {
+	out := map[string][]string{}
+	for _, ts := range liveTasks(m, name) {
+		for _, tk := range ts {
+			side := tk.Side
+			if side == "" {
+				side = "stable"
+			}
+			out[side] = append(out[side], tk.Spec.GetImage())
+		}
+	}
+	for _, v := range out {
+		slices.Sort(v)
+	}
+	return out
+}
+
+func TestDeploymentRolling(t *testing.T) {
+	c := startCluster(t, harnessOpts{managers: 1, workers: []string{"wrk-1", "wrk-2"}})
+	m := c.mgrs[0]
+	runTasks(t, c, healthyUnless("demo:bad"))
+	uc := &messages.UpdateConfig{Parallelism: 2, MonitorMs: 100}
+	c.must(t, m, &messages.CreateServiceRequest{Spec: deploySpec("web", 4, "demo:v1", uc)})
+	within(t, 10*time.Second, "web at 4, ready", func() bool {
+		return converged(m, "web", 4) && len(slices.DeleteFunc(slices.Concat(slices.Collect(maps.Values(liveTasks(m, "web")))...), ready)) == 0
+	})
+
+	t.Run("to v2, two slots at a time", func(t *testing.T) {
+		seen := watchDeployment(t, m, "web")
+		// At no time may more than the batch be out of service: watch the
+		// slots without a ready task while it rolls.
+		var worst int
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				down := 0
+				for s := uint64(1); s <= 4; s++ {
+					if !slices.ContainsFunc(liveTasks(m, "web")[s], ready) {
+						down++
+					}
+				}
+				worst = max(worst, down)
+			}
+		}()
+		c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 4, "demo:v2", uc)})
+		v := deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_DONE, 20*time.Second)
+		close(stop)
+		<-done
+		within(t, 5*time.Second, "only v2 left", func() bool { return converged(m, "web", 4) })
+		if got := images(m, "web"); !slices.Equal(got["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"}) {
+			t.Fatalf("tasks after the update: %v", got)
+		}
+		want := []string{"starting-batch", "awaiting-health", "monitoring", "starting-batch", "awaiting-health", "monitoring", "done"}
+		if got := seen(); !slices.Equal(got, want) {
+			t.Fatalf("states %v, want %v", got, want)
+		}
+		if worst > 2 {
+			t.Fatalf("%d slots were out of service at once with parallelism 2", worst)
+		}
+		if d := v.Deployment; d.FromVersion != 1 || d.ToVersion != 2 || len(d.Updated) != 4 {
+			t.Fatalf("deployment %v", d)
+		}
+	})
+
+	t.Run("to a v2 that never becomes healthy rolls back", func(t *testing.T) {
+		seen := watchDeployment(t, m, "web")
+		c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 4, "demo:bad", uc)})
+		v := deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK, 20*time.Second)
+		if v.Spec.Image != "demo:v2" || !strings.Contains(v.Deployment.Message, "unhealthy") {
+			t.Fatalf("after the rollback: image %s, message %q", v.Spec.Image, v.Deployment.Message)
+		}
+		within(t, 5*time.Second, "v2 everywhere again", func() bool {
+			return converged(m, "web", 4) && slices.Equal(images(m, "web")["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"})
+		})
+		got := seen()
+		if !slices.Contains(got, "rolling-back") || got[len(got)-1] != "rolled-back" || slices.Contains(got, "monitoring") {
+			t.Fatalf("states %v: want awaiting-health, rolling-back, rolled-back", got)
+		}
+	})
+
+	t.Run("pause on failure holds, rollback goes back", func(t *testing.T) {
+		pause := &messages.UpdateConfig{Parallelism: 1, MonitorMs: 100, FailureAction: messages.FailureAction_FAILURE_ACTION_PAUSE}
+		c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 4, "demo:bad", pause)})
+		v := deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_PAUSED, 20*time.Second)
+		if !strings.Contains(v.Deployment.Message, "resume") || v.Deployment.PausedFrom != messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH {
+			t.Fatalf("paused deployment %v", v.Deployment)
+		}
+		c.settle(t)
+		if n := len(images(m, "web")["stable"]); n != 4 {
+			t.Fatalf("paused with %d live tasks: %v", n, images(m, "web"))
+		}
+		c.must(t, m, &messages.RollbackServiceRequest{Name: "web"})
+		deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK, 20*time.Second)
+		within(t, 5*time.Second, "v2 everywhere again", func() bool {
+			return slices.Equal(images(m, "web")["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"})
+		})
+	})
+}
