@@ -110,8 +110,10 @@ func newDeployStatus(svc *messages.Service, tasks []*messages.Task, now time.Tim
 				target = int(svc.GetSpec().GetReplicas())
 			}
 		case messages.DeployStrategy_DEPLOY_STRATEGY_CANARY:
-			if effective(d) != messages.DeploymentState_DEPLOYMENT_STATE_PROMOTING {
+			if canaryStep(d) {
 				k.side, target = "canary", int(max(d.CanaryReplicas, 1))
+			} else {
+				target = int(svc.GetSpec().GetReplicas()) // promoted: rolling the stable replicas
 			}
 		}
 		if target == 0 {
@@ -138,6 +140,16 @@ func newDeployStatus(svc *messages.Service, tasks []*messages.Task, now time.Tim
 		return a.Side < b.Side
 	})
 	return st
+}
+
+// canaryStep: the canaries run beside the stable replicas (before a full
+// promotion rolls the stable replicas in batches).
+func canaryStep(d *messages.Deployment) bool {
+	switch effective(d) {
+	case messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_CANARY, messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED:
+		return true
+	}
+	return false
 }
 
 // effective is the state whose step a paused deployment holds.
@@ -216,6 +228,9 @@ func (st deployStatus) step() string {
 	case messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH, messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH,
 		messages.DeploymentState_DEPLOYMENT_STATE_MONITORING, messages.DeploymentState_DEPLOYMENT_STATE_PROMOTING:
 		total, done := int(d.Total), len(d.Updated)
+		if d.Strategy == messages.DeployStrategy_DEPLOY_STRATEGY_CANARY {
+			total = int(st.svc.GetSpec().GetReplicas()) // its Total counts the canaries
+		}
 		p := int(st.svc.GetSpec().GetUpdateConfig().GetParallelism())
 		if p <= 0 || p > total {
 			p = max(total, 1) // 0: every slot in one batch
@@ -425,11 +440,7 @@ func strategyText(d *messages.Deployment, u *messages.UpdateConfig) string {
 			p = append(p, "delay "+dur(time.Duration(ms)*time.Millisecond))
 		}
 	}
-	action := "rollback" // the server's default when the spec sets none
-	if u != nil {
-		action = failureActionName(u.GetFailureAction())
-	}
-	p = append(p, "on failure "+action)
+	p = append(p, "on failure "+failureActionName(u.GetFailureAction())) // unset: rollback
 	if ms := u.GetMonitorMs(); ms > 0 {
 		p = append(p, "monitor "+dur(time.Duration(ms)*time.Millisecond))
 	}

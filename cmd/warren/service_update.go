@@ -431,9 +431,7 @@ func updateConfigEdit(c *cli.Context) (specEdit, error) {
 	}
 	return func(s *messages.ServiceSpec) error {
 		if s.UpdateConfig == nil {
-			// Spelled out: the enum's zero is pause, and a rollout with
-			// no failure action set rolls back.
-			s.UpdateConfig = &messages.UpdateConfig{FailureAction: messages.FailureAction_FAILURE_ACTION_ROLLBACK}
+			s.UpdateConfig = &messages.UpdateConfig{} // failure action: rollback, the zero value
 		}
 		for _, set := range sets {
 			set(s.UpdateConfig)

@@ -113,10 +113,8 @@ func TestUpdateFlags(t *testing.T) {
 				s.UpdateConfig = &messages.UpdateConfig{Parallelism: 2, DelayMs: 5000, Order: messages.UpdateOrder_UPDATE_ORDER_START_FIRST,
 					FailureAction: messages.FailureAction_FAILURE_ACTION_PAUSE, MonitorMs: 10000, MaxFailureRatio: 0.2}
 			})},
-		{name: "a new update_config rolls back on failure unless told otherwise", cur: bare, args: []string{"api", "--update-parallelism", "3"},
-			want: with(bare, func(s *messages.ServiceSpec) {
-				s.UpdateConfig = &messages.UpdateConfig{Parallelism: 3, FailureAction: messages.FailureAction_FAILURE_ACTION_ROLLBACK}
-			})},
+		{name: "a new update_config keeps the other settings at their defaults", cur: bare, args: []string{"api", "--update-parallelism", "3"},
+			want: with(bare, func(s *messages.ServiceSpec) { s.UpdateConfig = &messages.UpdateConfig{Parallelism: 3} })},
 		{name: "blue-green", cur: bare, args: []string{"api", "--image", "api:2", "--strategy", "blue-green", "--switch-after", "manual", "--grace", "1m"},
 			want: with(bare, func(s *messages.ServiceSpec) {
 				s.Image = "api:2"
