@@ -4,90 +4,98 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/messages"
 	"github.com/warrenorch/warren/store"
 )
 
 // onLeader is the api's one way to the leader, for the requests that must
-// be decided there. Commands themselves reach raft through the store actor
-// (which holds them during an election and forwards them to the leader's);
-// but a write is decided on state first ("not found", "already exists",
-// "the last manager"), and a follower still catching up must not decide it
-// from a stale replica. So the api's children decide writes on the leader
-// (write), and hand node reports, promotions and demotions to the leader
-// actor (forward), which lives only there.
+// be decided there. A write is decided on state first ("not found",
+// "already exists", "the last manager"), and a follower still catching up
+// must not decide it from a stale replica. So the api's children decide
+// writes on the leader (write): on a follower the store actor, this
+// manager's one leader-forwarding path, takes them to the leader's api
+// under the same hold and resend rules as proposals. Node reports,
+// promotions and demotions go to the leader actor, which lives only on the
+// leader (forward).
 type onLeader struct {
-	st   *store.Store
-	log  *zap.Logger
-	held map[any]time.Time // writes waiting for a leader, until when
+	st *store.Store
 }
 
 func newOnLeader(cfg APIConfig) *onLeader {
-	return &onLeader{st: cfg.Store, log: cfg.Log, held: map[any]time.Time{}}
+	return &onLeader{st: cfg.Store}
 }
 
 // leaderQuiet: a follower that has not heard from its leader for this long
 // (heartbeats come every 50 ms) stops sending it work; an election is due.
 const leaderQuiet = 300 * time.Millisecond
 
-// write runs decide when this manager leads. Otherwise it passes the
-// request to the leader's api and relays the answer; while no leader is in
-// sight (an election may be under way) it holds the request a few seconds,
-// as the store actor holds writes, then gives up.
+// write runs decide when this manager leads. Otherwise it hands the
+// request, its sender kept, to the local store actor, which holds it while
+// no leader is in sight, passes it to the leader's api and relays the
+// answer, or hands it back here if this manager has meanwhile become the
+// leader.
 func (l *onLeader) write(ctx actor.Context, decide func()) {
-	msg := ctx.Message()
 	if l.st.IsLeader() {
-		delete(l.held, msg)
 		decide()
 		return
 	}
-	dl, ok := l.held[msg]
-	if !ok {
-		dl = time.Now().Add(holdWrites)
-		l.held[msg] = dl
-	}
-	if pid := leaderPID(l.st, NameAPI); pid != nil && pid.Address != ctx.Self().Address && l.st.LeaderFresh(leaderQuiet) {
-		l.proxy(ctx, pid, dl, decide)
-		return
-	}
-	if time.Now().Before(dl) {
-		after(ctx, 50*time.Millisecond, func() { l.write(ctx, decide) })
-		return
-	}
-	delete(l.held, msg)
-	ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
-		"this manager is not in contact with a leader (no majority of managers reachable from it, or it is still joining): retry, or use another manager")})
+	msg := ctx.Message()
+	ctx.Send(storePID(ctx), &leaderRequest{msg: msg, sender: ctx.Sender(), deadline: time.Now().Add(holdWrites),
+		target: NameAPI, timeout: proxyTimeout(msg), resendable: resendable(msg)})
 }
 
-// proxy passes a write to the leader's api and relays the answer. A leader
-// that does not answer in time (it died: a healthy one answers in
-// milliseconds) is given up on and the request decided again, until the
-// hold deadline: writes survive a failover with a short delay.
-func (l *onLeader) proxy(ctx actor.Context, leader *actor.PID, deadline time.Time, decide func()) {
-	msg := ctx.Message()
-	timeout := time.Second
+// proxyTimeout is how long the leader's api has to answer a write: a
+// healthy leader answers in milliseconds, one that pulls an image first
+// takes the pull's time.
+func proxyTimeout(msg any) time.Duration {
 	switch msg.(type) {
 	case *messages.CreateServiceRequest, *messages.UpdateServiceRequest:
-		timeout = imageTimeout + writeTimeout // the leader may pull the image
+		return imageTimeout + writeTimeout
 	}
-	f := ctx.RequestFuture(leader, msg, timeout)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if err == nil {
-			delete(l.held, msg)
-			ctx.Respond(res)
-			return
-		}
-		if time.Now().Before(deadline) {
-			l.log.Debug("leader did not answer a forwarded write; deciding again", zap.String("leader", leader.Address), zap.Error(err))
-			after(ctx, 20*time.Millisecond, func() { l.write(ctx, decide) })
-			return
-		}
-		delete(l.held, msg)
-		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE,
-			"the leader did not answer (%v): the write may or may not have been applied; check and retry", err)})
-	})
+	return time.Second
+}
+
+// resendable says whether a write the leader did not answer may be sent
+// again (to the same leader, or to the next after a failover). A request
+// that got no answer may have been applied; sending it again is safe only
+// when applying it twice leaves the same state:
+//
+//	request                                   resent  why
+//	ScaleServiceRequest                       yes     sets replicas to a value
+//	UpdateNodeRequest                         yes     sets availability and labels
+//	UpdateServiceRequest, expected_version≠0  yes     a second apply fails the version check
+//	UpdateServiceRequest, no expected version no      the resend could undo an update made in between
+//	CreateServiceRequest                      no      the second answers "already exists"
+//	DeleteServiceRequest                      no      the second answers "not found"
+//	RemoveNodeRequest                         no      the second answers "not found"
+//	JoinTokenRequest                          no      a rotation would rotate twice
+//	anything else                             no      unknown: the caller is told to check
+//
+// A request that never reached the leader (dead letter), or that a
+// leader refused because it had just lost leadership, is always resent.
+func resendable(msg any) bool {
+	switch m := msg.(type) {
+	case *messages.ScaleServiceRequest, *messages.UpdateNodeRequest:
+		return true
+	case *messages.UpdateServiceRequest:
+		return m.ExpectedVersion != 0
+	}
+	return false
+}
+
+// unavailableReply is the answer to a request the leader could not be
+// asked, in the reply type the request expects.
+func unavailableReply(msg any, e *messages.Error) any {
+	switch msg.(type) {
+	case *messages.Propose:
+		return &messages.CommandResult{Error: e}
+	case *messages.UpdateNodeRequest, *messages.RemoveNodeRequest, *messages.PromoteNodeRequest, *messages.DemoteNodeRequest:
+		return &messages.NodeReply{Error: e}
+	case *messages.JoinTokenRequest:
+		return &messages.JoinTokenReply{Error: e}
+	}
+	return &messages.ServiceReply{Error: e}
 }
 
 // forward hands the request, its sender kept, to the leader actor: here,

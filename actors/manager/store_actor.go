@@ -17,10 +17,15 @@ import (
 	"github.com/warrenorch/warren/store"
 )
 
-// storeActor is the only writer of cluster state. It proposes commands to
-// raft without blocking its mailbox (each apply waits on its own goroutine
-// and replies straight to the requester), and forwards proposals to the
-// leader's store actor when this manager is a follower.
+// storeActor is the only writer of cluster state, and this manager's one
+// way to the leader. It proposes commands to raft without blocking its
+// mailbox (each apply waits on its own goroutine and replies straight to
+// the requester). On a follower it takes what must be handled on the
+// leader — proposals, and the api's writes (leaderRequest), which must be
+// decided on the leader's state — and proxies them there, under one set of
+// rules: hold while no leader is in sight, resend what never reached it,
+// and never resend what may have been applied unless applying it twice is
+// harmless (resendable, api_leader.go).
 type storeActor struct {
 	st  *store.Store
 	log *zap.Logger
@@ -35,74 +40,116 @@ func newStoreActor(st *store.Store, log *zap.Logger) *actor.Props {
 // change is quick.
 const holdWrites = 5 * time.Second
 
-// heldProposal is a write waiting for a leader.
-type heldProposal struct {
-	m        *messages.Propose
-	sender   *actor.PID
-	deadline time.Time
+// leaderRequest is a request that must be handled on the leader: a
+// proposal (taken by the leader's store actor) or an api write (decided by
+// the leader's api). It is a Go value, never a protobuf message: only this
+// process can send it, so no peer can make a store actor proxy, or hand
+// back to the api, on its behalf.
+type leaderRequest struct {
+	msg      any        // the request as its caller sent it
+	sender   *actor.PID // the caller, answered directly; nil: nobody waits
+	deadline time.Time  // held and resent until then, not after
+	// target takes msg on the leader, by name: NameStore for a proposal,
+	// NameAPI for an api write. When this manager leads, its own target
+	// takes it (the api decides it here).
+	target string
+	// timeout is how long the leader has to answer one proxied send; a
+	// healthy one answers in milliseconds (or, for a write that pulls an
+	// image, the pull's time).
+	timeout time.Duration
+	// resendable: a send that got no answer may be sent again, because
+	// applying msg twice is harmless (see resendable). Otherwise the
+	// caller is told it may or may not have been applied.
+	resendable bool
 }
 
 func (a *storeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.Propose:
-		a.propose(ctx, &heldProposal{m: m, sender: ctx.Sender(), deadline: time.Now().Add(holdWrites)})
-	case *heldProposal:
-		a.propose(ctx, m)
+		a.route(ctx, &leaderRequest{msg: m, sender: ctx.Sender(), deadline: time.Now().Add(holdWrites), target: NameStore, timeout: forwardTimeout})
+	case *leaderRequest:
+		a.route(ctx, m)
 	}
 }
 
-func (a *storeActor) propose(ctx actor.Context, h *heldProposal) {
-	m, sender := h.m, h.sender
-	retry := func() bool {
-		if time.Now().Before(h.deadline) {
-			scheduler.NewTimerScheduler(ctx).SendOnce(50*time.Millisecond, ctx.Self(), h)
-			return true
-		}
-		return false
-	}
-	unavailable := func(msg string) {
-		if sender != nil {
-			ctx.Send(sender, &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: msg}})
-		}
-	}
-	if !a.st.IsLeader() {
-		pid := leaderPID(a.st, NameStore)
-		if pid == nil || pid.Address == ctx.Self().Address || !a.st.LeaderFresh(leaderQuiet) {
-			// No leader, or one gone quiet: an election is due. Hold the
-			// write instead of failing it.
-			if !retry() {
-				unavailable("no leader: a majority of managers must be reachable for writes; retry shortly")
-			}
+// route handles r here when this manager leads, holds it while no fresh
+// leader is known, and otherwise proxies it to the leader's target and
+// relays the answer.
+func (a *storeActor) route(ctx actor.Context, r *leaderRequest) {
+	if a.st.IsLeader() {
+		if p, ok := r.msg.(*messages.Propose); ok {
+			a.apply(ctx, r, p)
 			return
 		}
-		// Proxy to the leader's store actor. A write that never reached it
-		// (dead letter: no connection) is safe to resend; one that got no
-		// answer may have been applied, so that is reported, not retried.
-		f := ctx.RequestFuture(pid, m, forwardTimeout)
-		ctx.ReenterAfter(f, func(res any, err error) {
-			switch {
-			case errors.Is(err, actor.ErrDeadLetter):
-				if !retry() {
-					unavailable("the leader is unreachable: retry shortly")
-				}
-			case err != nil:
-				unavailable(fmt.Sprintf("the leader did not answer (%v): the write may or may not have been applied; check and retry", err))
-			default:
-				if r, _ := res.(*messages.CommandResult); r != nil && r.Error.GetCode() == messages.ErrorCode_ERROR_CODE_UNAVAILABLE && r.Error.GetMessage() == errNotAccepted && retry() {
-					return // the leader changed before it took the write
-				}
-				if sender != nil {
-					ctx.Send(sender, res)
-				}
-			}
-		})
+		// This manager leads now (it did not when the api sent r): the
+		// api decides it here, answering the caller itself.
+		ctx.RequestWithCustomSender(actor.NewPID(ctx.Self().Address, r.target), r.msg, r.sender)
 		return
 	}
-	root, self := ctx.ActorSystem().Root, ctx.Self()
+	pid := leaderPID(a.st, r.target)
+	if pid == nil || pid.Address == ctx.Self().Address || !a.st.LeaderFresh(leaderQuiet) {
+		// No leader, or one gone quiet: an election is due. Hold the
+		// request instead of failing it.
+		if !a.hold(ctx, r) {
+			a.unavailable(ctx, r, "this manager is not in contact with a leader (no majority of managers reachable from it, or it is still joining): retry, or use another manager")
+		}
+		return
+	}
+	f := ctx.RequestFuture(pid, r.msg, r.timeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		switch {
+		case errors.Is(err, actor.ErrDeadLetter):
+			// It never reached the leader (no connection): safe to resend.
+			if !a.hold(ctx, r) {
+				a.unavailable(ctx, r, "the leader is unreachable: retry shortly")
+			}
+		case err != nil && r.resendable && a.hold(ctx, r):
+			// No answer (the leader may have died with it); applying it
+			// twice is harmless, so it goes to whoever leads next.
+			a.log.Debug("leader did not answer a forwarded request; resending", zap.String("leader", pid.Address), zap.String("type", fmt.Sprintf("%T", r.msg)), zap.Error(err))
+		case err != nil:
+			a.unavailable(ctx, r, fmt.Sprintf("the leader did not answer (%v): the write may or may not have been applied; check and retry", err))
+		case notAccepted(res) && a.hold(ctx, r):
+			// The leader changed before it took the write: never applied.
+		default:
+			if r.sender != nil {
+				ctx.Send(r.sender, res)
+			}
+		}
+	})
+}
+
+// hold routes r again shortly, unless its deadline has passed (false).
+func (a *storeActor) hold(ctx actor.Context, r *leaderRequest) bool {
+	if !time.Now().Before(r.deadline) {
+		return false
+	}
+	scheduler.NewTimerScheduler(ctx).SendOnce(50*time.Millisecond, ctx.Self(), r)
+	return true
+}
+
+// unavailable answers r's caller with ERROR_CODE_UNAVAILABLE, in the reply
+// type its request expects.
+func (a *storeActor) unavailable(ctx actor.Context, r *leaderRequest, msg string) {
+	if r.sender != nil {
+		ctx.Send(r.sender, unavailableReply(r.msg, errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "%s", msg)))
+	}
+}
+
+// notAccepted reports whether res is a leader's refusal of a write it
+// never applied because it had just lost leadership.
+func notAccepted(res any) bool {
+	r, ok := res.(interface{ GetError() *messages.Error })
+	return ok && r.GetError().GetCode() == messages.ErrorCode_ERROR_CODE_UNAVAILABLE && r.GetError().GetMessage() == errNotAccepted
+}
+
+// apply proposes p to raft on this manager, the leader.
+func (a *storeActor) apply(ctx actor.Context, r *leaderRequest, p *messages.Propose) {
+	root, self, sender := ctx.ActorSystem().Root, ctx.Self(), r.sender
 	go func() {
-		res, err := a.st.Apply(m.Command, proposeTimeout)
-		if errors.Is(err, store.ErrNotLeader) && errors.Is(err, raft.ErrNotLeader) && time.Now().Before(h.deadline) {
-			root.Send(self, h) // not accepted here: find the new leader
+		res, err := a.st.Apply(p.Command, proposeTimeout)
+		if errors.Is(err, store.ErrNotLeader) && errors.Is(err, raft.ErrNotLeader) && time.Now().Before(r.deadline) {
+			root.Send(self, r) // not accepted here: find the new leader
 			return
 		}
 		if err != nil {
@@ -121,8 +168,9 @@ func (a *storeActor) propose(ctx actor.Context, h *heldProposal) {
 	}()
 }
 
-// forwardTimeout bounds a write proxied to the leader: a reachable leader
-// commits in milliseconds; one that stays silent this long is cut off.
+// forwardTimeout bounds a proposal proxied to the leader: a reachable
+// leader commits in milliseconds; one that stays silent this long is cut
+// off.
 const forwardTimeout = 5 * time.Second
 
 // errNotAccepted marks a write a manager refused because it had just lost
