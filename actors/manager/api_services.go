@@ -257,6 +257,9 @@ func (a *servicesAPI) listTasks(ctx actor.Context, m *messages.ListTasksRequest)
 		if !m.All && t.DesiredState != messages.TaskState_TASK_STATE_RUNNING {
 			continue
 		}
+		if v := st.Service(t.ServiceId); v != nil {
+			t.Side = sideOf(v, t) // a copy: the replica's task is not touched
+		}
 		reply.Tasks = append(reply.Tasks, t)
 	}
 	ctx.Respond(reply)

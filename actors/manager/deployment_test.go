@@ -148,9 +148,10 @@ func deploymentIn(t *testing.T, m *testManager, name string, want messages.Deplo
 // images is the image of every live task of service name, by side.
 func images(m *testManager, name string) map[string][]string {
 	out := map[string][]string{}
+	svc := m.store().State.ServiceByName(name)
 	for _, ts := range liveTasks(m, name) {
 		for _, tk := range ts {
-			side := tk.Side
+			side := sideOf(svc, tk)
 			if side == "" {
 				side = "stable"
 			}
@@ -250,4 +251,181 @@ func TestDeploymentRolling(t *testing.T) {
 			return slices.Equal(images(m, "web")["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"})
 		})
 	})
+}
+
+func TestDeploymentBlueGreen(t *testing.T) {
+	c := startCluster(t, harnessOpts{managers: 1, workers: []string{"wrk-1", "wrk-2"}})
+	m := c.mgrs[0]
+	runTasks(t, c, healthyUnless("demo:bad"))
+	bg := func(manual bool) *messages.UpdateConfig {
+		return &messages.UpdateConfig{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN, GraceMs: 300, SwitchManual: manual}
+	}
+	c.must(t, m, &messages.CreateServiceRequest{Spec: deploySpec("web", 3, "demo:v1", bg(false))})
+	within(t, 10*time.Second, "web at 3", func() bool { return converged(m, "web", 3) })
+
+	t.Run("switch when green is healthy, then clean blue", func(t *testing.T) {
+		seen := watchDeployment(t, m, "web")
+		v := c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 3, "demo:v2", bg(false))})
+		if w := v.TrafficWeights; len(w) != 1 || w[1] != 100 {
+			t.Fatalf("while green deploys, weights %v: want all to blue (v1)", w)
+		}
+		v = deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_GRACE, 20*time.Second)
+		if w := v.TrafficWeights; len(w) != 1 || w[2] != 100 {
+			t.Fatalf("after the switch, weights %v: want all to green (v2)", w)
+		}
+		if got := images(m, "web"); len(got["blue"]) != 3 || len(got["green"]) != 3 {
+			t.Fatalf("in the grace period: %v, want 3 blue and 3 green", got)
+		}
+		deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_DONE, 20*time.Second)
+		within(t, 5*time.Second, "only green, now stable", func() bool {
+			return slices.Equal(images(m, "web")["stable"], []string{"demo:v2", "demo:v2", "demo:v2"}) && len(images(m, "web")) == 1
+		})
+		want := []string{"deploying-green", "switched", "grace", "cleaning-blue", "done"}
+		if got := seen(); !slices.Equal(got, want) {
+			t.Fatalf("states %v, want %v", got, want)
+		}
+	})
+
+	t.Run("manual switch, rollback in the grace period", func(t *testing.T) {
+		c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 3, "demo:v3", bg(true))})
+		deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION, 20*time.Second)
+		c.must(t, m, &messages.PromoteServiceRequest{Name: "web", Full: true})
+		deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED, 5*time.Second)
+		v := c.must(t, m, &messages.RollbackServiceRequest{Name: "web"})
+		if d := v.Deployment; d.State != messages.DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK || v.TrafficWeights[d.FromVersion] != 100 || len(v.TrafficWeights) != 1 {
+			t.Fatalf("the rollback's own commit must switch back: %v, weights %v", d, v.TrafficWeights)
+		}
+		v = deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK, 20*time.Second)
+		if v.Spec.Image != "demo:v2" || len(v.TrafficWeights) != 0 {
+			t.Fatalf("after the rollback: %s, weights %v", v.Spec.Image, v.TrafficWeights)
+		}
+		within(t, 5*time.Second, "only blue, now stable", func() bool {
+			return slices.Equal(images(m, "web")["stable"], []string{"demo:v2", "demo:v2", "demo:v2"}) && len(images(m, "web")) == 1
+		})
+	})
+
+	t.Run("green never healthy: blue keeps the traffic", func(t *testing.T) {
+		v := c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 3, "demo:bad", bg(false))})
+		blue := v.SpecVersion
+		v = deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK, 20*time.Second)
+		if v.Spec.Image != "demo:v2" {
+			t.Fatalf("after the failed green: %s", v.Spec.Image)
+		}
+		_ = blue
+	})
+}
+
+func TestDeploymentCanary(t *testing.T) {
+	c := startCluster(t, harnessOpts{managers: 1, workers: []string{"wrk-1", "wrk-2"}})
+	m := c.mgrs[0]
+	runTasks(t, c, healthyUnless("demo:bad"))
+	canary := &messages.UpdateConfig{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_CANARY, CanaryReplicas: 1, CanaryWeight: 10, Parallelism: 2, MonitorMs: 50}
+	c.must(t, m, &messages.CreateServiceRequest{Spec: deploySpec("web", 5, "demo:v1", canary)})
+	within(t, 10*time.Second, "web at 5", func() bool { return converged(m, "web", 5) })
+
+	seen := watchDeployment(t, m, "web")
+	c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 5, "demo:v2", canary)})
+	v := deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED, 20*time.Second)
+	if w := v.TrafficWeights; w[1] != 90 || w[2] != 10 {
+		t.Fatalf("weights %v: want v1 90, v2 10", w)
+	}
+	if got := images(m, "web"); len(got["stable"]) != 5 || !slices.Equal(got["canary"], []string{"demo:v2"}) {
+		t.Fatalf("with the canary: %v", got)
+	}
+	v = c.must(t, m, &messages.PromoteServiceRequest{Name: "web", Weight: 50})
+	if w := v.TrafficWeights; w[1] != 50 || w[2] != 50 || v.Deployment.State != messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED {
+		t.Fatalf("after promote --weight 50: %v, weights %v", v.Deployment.State, w)
+	}
+	c.must(t, m, &messages.PromoteServiceRequest{Name: "web", Full: true})
+	deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_DONE, 20*time.Second)
+	within(t, 5*time.Second, "v2 only, no canary", func() bool {
+		got := images(m, "web")
+		return len(got) == 1 && slices.Equal(got["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2", "demo:v2"})
+	})
+	got := seen()
+	if got[0] != "deploying-canary" || got[1] != "weighted" || !slices.Contains(got, "promoting") || got[len(got)-1] != "done" {
+		t.Fatalf("states %v", got)
+	}
+	if w := m.store().State.ServiceByName("web").TrafficWeights; len(w) != 0 {
+		t.Fatalf("weights after done: %v", w)
+	}
+
+	t.Run("failing canary aborts and rolls back", func(t *testing.T) {
+		c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 5, "demo:bad", canary)})
+		v := deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK, 20*time.Second)
+		within(t, 5*time.Second, "no canary left", func() bool { return len(images(m, "web")["canary"]) == 0 })
+		if v.Spec.Image != "demo:v2" {
+			t.Fatalf("after the failed canary: %s", v.Spec.Image)
+		}
+	})
+}
+
+// TestDeploymentBadInput: every refused request answers with an error that
+// names the fix and commits nothing.
+func TestDeploymentBadInput(t *testing.T) {
+	c := startCluster(t, harnessOpts{managers: 1, workers: []string{"wrk-1"}})
+	m := c.mgrs[0]
+	runTasks(t, c, healthyUnless("demo:bad"))
+	slow := &messages.UpdateConfig{MonitorMs: 60000}
+	c.must(t, m, &messages.CreateServiceRequest{Spec: deploySpec("web", 2, "demo:v1", slow)})
+	glob := deploySpec("agent", 0, "demo:v1", nil)
+	glob.Mode = messages.ServiceMode_SERVICE_MODE_GLOBAL
+	c.must(t, m, &messages.CreateServiceRequest{Spec: glob})
+	within(t, 10*time.Second, "web at 2", func() bool { return converged(m, "web", 2) })
+	ready4 := func() bool { return len(slices.DeleteFunc(slices.Concat(slices.Collect(maps.Values(liveTasks(m, "web")))...), ready)) == 0 }
+	within(t, 10*time.Second, "web ready", ready4)
+
+	refused := func(t *testing.T, msg proto.Message, want string) {
+		t.Helper()
+		c.settle(t)
+		before := m.store().State.Index()
+		res, err := c.cli.ask(m, msg, 10*time.Second)
+		r, _ := res.(*messages.ServiceReply)
+		if err != nil || r == nil || r.Error == nil || !strings.Contains(r.Error.Message, want) {
+			t.Fatalf("%T: %v %v; want an error containing %q", msg, err, r, want)
+		}
+		if after := m.store().State.Index(); after != before {
+			t.Fatalf("%T was refused but the raft index moved from %d to %d", msg, before, after)
+		}
+	}
+	v1 := deploySpec("web", 2, "demo:v1", slow)
+	v2 := deploySpec("web", 2, "demo:v2", slow)
+	bg := deploySpec("agent", 0, "demo:v2", &messages.UpdateConfig{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN})
+	bg.Mode = messages.ServiceMode_SERVICE_MODE_GLOBAL
+	invalid := deploySpec("web", 2, "demo:v2", &messages.UpdateConfig{MaxFailureRatio: 2})
+	for _, tt := range []struct {
+		name string
+		msg  proto.Message
+		want string
+	}{
+		{"an update that changes nothing", &messages.UpdateServiceRequest{Name: "web", Spec: v1}, "nothing to update"},
+		{"an invalid spec", &messages.UpdateServiceRequest{Name: "web", Spec: invalid}, "max failure ratio 2 is outside 0-1"},
+		{"promote with no deployment", &messages.PromoteServiceRequest{Name: "web", Full: true}, "no deployment in flight"},
+		{"pause with no deployment", &messages.PauseServiceRequest{Name: "web"}, "start one with `warren service update web`"},
+		{"rollback of a service never updated", &messages.RollbackServiceRequest{Name: "web"}, "no previous spec"},
+		{"blue/green on a global service", &messages.UpdateServiceRequest{Name: "agent", Spec: bg}, "use --strategy rolling"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.msg, tt.want) })
+	}
+
+	c.must(t, m, &messages.UpdateServiceRequest{Name: "web", Spec: v2})
+	deploymentIn(t, m, "web", messages.DeploymentState_DEPLOYMENT_STATE_MONITORING, 10*time.Second)
+	for _, tt := range []struct {
+		name string
+		msg  proto.Message
+		want string
+	}{
+		{"a second update in flight", &messages.UpdateServiceRequest{Name: "web", Spec: deploySpec("web", 2, "demo:v3", slow)}, "deployment in flight (monitoring, version 1 to 2)"},
+		{"promote a rolling deployment", &messages.PromoteServiceRequest{Name: "web", Full: true}, "promote applies to a canary"},
+		{"a weight above 100", &messages.PromoteServiceRequest{Name: "web", Weight: 150}, "weight 150 is outside 1-100"},
+		{"resume what is not paused", &messages.ResumeServiceRequest{Name: "web"}, "is not paused (it is monitoring)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.msg, tt.want) })
+	}
+	c.must(t, m, &messages.PauseServiceRequest{Name: "web"})
+	refused(t, &messages.PauseServiceRequest{Name: "web"}, "already paused")
+	v := c.must(t, m, &messages.ResumeServiceRequest{Name: "web"})
+	if v.Deployment.State != messages.DeploymentState_DEPLOYMENT_STATE_MONITORING {
+		t.Fatalf("resumed into %v, want monitoring", v.Deployment.State)
+	}
 }

@@ -238,14 +238,15 @@ func (v *deployView) rolledBack() bool {
 // one side, a canary splits by its weight; nil means every ready task
 // shares equally.
 func weightsFor(d *messages.Deployment, state messages.DeploymentState) map[uint64]uint32 {
+	if messages.DeploymentFinished(state) {
+		return nil // one version runs: every task shares
+	}
 	switch d.Strategy {
 	case messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN:
 		switch state {
 		case messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED, messages.DeploymentState_DEPLOYMENT_STATE_GRACE,
 			messages.DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE:
 			return map[uint64]uint32{d.ToVersion: 100}
-		case messages.DeploymentState_DEPLOYMENT_STATE_DONE:
-			return nil
 		}
 		return map[uint64]uint32{d.FromVersion: 100}
 	case messages.DeployStrategy_DEPLOY_STRATEGY_CANARY:

@@ -109,3 +109,27 @@ func wantedSides(svc *messages.Service, slot uint64, node string) []side {
 	}
 	return []side{from}
 }
+
+// sideOf is the side task t is on now. Tasks record the side they were
+// created for; tasks that were already running when a deployment started
+// are its blue (blue/green) or stable (canary) side; once no deployment is
+// in flight every task is stable (the canary label retires with it).
+func sideOf(svc *messages.Service, t *messages.Task) string {
+	if !messages.DeploymentActive(svc) || svc.PreviousSpec == nil {
+		return sideStable
+	}
+	switch svc.Deployment.Strategy {
+	case messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN:
+		switch {
+		case messages.TemplateEqual(t.Spec, svc.Spec):
+			return sideGreen
+		case messages.TemplateEqual(t.Spec, svc.PreviousSpec):
+			return sideBlue
+		}
+	case messages.DeployStrategy_DEPLOY_STRATEGY_CANARY:
+		if t.Slot > svc.Spec.Replicas && messages.TemplateEqual(t.Spec, svc.Spec) {
+			return sideCanary
+		}
+	}
+	return t.Side
+}
