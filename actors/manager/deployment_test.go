@@ -372,7 +372,9 @@ func TestDeploymentBadInput(t *testing.T) {
 	glob.Mode = messages.ServiceMode_SERVICE_MODE_GLOBAL
 	c.must(t, m, &messages.CreateServiceRequest{Spec: glob})
 	within(t, 10*time.Second, "web at 2", func() bool { return converged(m, "web", 2) })
-	ready4 := func() bool { return len(slices.DeleteFunc(slices.Concat(slices.Collect(maps.Values(liveTasks(m, "web")))...), ready)) == 0 }
+	ready4 := func() bool {
+		return len(slices.DeleteFunc(slices.Concat(slices.Collect(maps.Values(liveTasks(m, "web")))...), ready)) == 0
+	}
 	within(t, 10*time.Second, "web ready", ready4)
 
 	refused := func(t *testing.T, msg proto.Message, want string) {
