@@ -211,8 +211,12 @@ func (st deployStatus) target() *sideStatus {
 }
 
 // step says where in its strategy the deployment is: "batch 2/3", "weight
-// 10%", "green 4/6 healthy".
-func (st deployStatus) step() string {
+// 10%", "green 4/6 healthy". With clock, it may count down (the grace
+// period); without, it holds nothing that changes by itself, for lines
+// printed only on change.
+func (st deployStatus) step() string { return st.stepAt(true) }
+
+func (st deployStatus) stepAt(clock bool) string {
 	d := st.d
 	if d == nil {
 		return ""
@@ -245,8 +249,12 @@ func (st deployStatus) step() string {
 	case messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED:
 		out = "traffic on green"
 	case messages.DeploymentState_DEPLOYMENT_STATE_GRACE:
-		left := time.Unix(0, d.StateSinceUnixNano).Add(graceOf(st.svc.GetSpec().GetUpdateConfig())).Sub(st.now)
-		out = fmt.Sprintf("traffic on green, blue kept %s more (rollback is instant)", dur(left))
+		grace := graceOf(st.svc.GetSpec().GetUpdateConfig())
+		out = fmt.Sprintf("traffic on green, blue kept for the %s grace (rollback is instant)", dur(grace))
+		if clock {
+			left := time.Unix(0, d.StateSinceUnixNano).Add(grace).Sub(st.now)
+			out = fmt.Sprintf("traffic on green, blue kept %s more (rollback is instant)", dur(left))
+		}
 	case messages.DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE:
 		out = "traffic on green, removing blue"
 	case messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_CANARY:
@@ -318,7 +326,9 @@ func weightsText(svc *messages.Service) string {
 }
 
 // headline: "web: rolling v1 → v2, awaiting-health, batch 2/3, 2/6 updated".
-func (st deployStatus) headline() string {
+func (st deployStatus) headline() string { return st.headlineAt(true) }
+
+func (st deployStatus) headlineAt(clock bool) string {
 	name := st.svc.GetSpec().GetName()
 	d := st.d
 	if d == nil {
@@ -329,7 +339,7 @@ func (st deployStatus) headline() string {
 		kind += " rollback"
 	}
 	line := fmt.Sprintf("%s: %s v%d → v%d, %s", name, kind, d.FromVersion, d.ToVersion, deploymentStateName(d.State))
-	if s := st.step(); s != "" {
+	if s := st.stepAt(clock); s != "" {
 		line += ", " + s
 	}
 	return line
@@ -339,7 +349,7 @@ func (st deployStatus) headline() string {
 // the reason if any. It holds no clock, so equal lines mean nothing
 // changed.
 func (st deployStatus) line() string {
-	l := st.headline()
+	l := st.headlineAt(false)
 	var parts []string
 	for _, s := range st.sides {
 		parts = append(parts, s.label()+" "+s.counts())

@@ -277,3 +277,19 @@ func TestBar(t *testing.T) {
 		}
 	}
 }
+
+// The plain line holds no clock, even where the views count down (a
+// blue/green grace period): otherwise a pipe would get a line per poll.
+func TestPlainLineHasNoClock(t *testing.T) {
+	d := &messages.Deployment{Id: "d2", Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN, State: messages.DeploymentState_DEPLOYMENT_STATE_GRACE,
+		FromVersion: 1, ToVersion: 2, Total: 1, StartedUnixNano: ns(time.Minute), StateSinceUnixNano: ns(10 * time.Second)}
+	svc := deploySvc(1, nil, d, map[uint64]uint32{2: 100})
+	tasks := []*messages.Task{deployTask(1, 2, "green", running, noHealth, false), deployTask(1, 1, "blue", running, noHealth, false)}
+	a, b := newDeployStatus(svc, tasks, renderNow), newDeployStatus(svc, tasks, renderNow.Add(3*time.Second))
+	if a.line() != b.line() {
+		t.Errorf("plain line changed with the clock:\n%s\n%s", a.line(), b.line())
+	}
+	if a.progressLines()[0] == b.progressLines()[0] {
+		t.Errorf("live view did not count the grace down: %s", a.progressLines()[0])
+	}
+}
