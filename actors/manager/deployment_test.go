@@ -431,3 +431,80 @@ func TestDeploymentBadInput(t *testing.T) {
 		t.Fatalf("resumed into %v, want monitoring", v.Deployment.State)
 	}
 }
+
+// TestDeploymentResumesOnNewLeader: the leader crashes in the middle of a
+// deployment; the new leader's deployment actor resumes at the committed
+// step and finishes, and no slot ever got a second task of the new spec.
+func TestDeploymentResumesOnNewLeader(t *testing.T) {
+	c := startCluster(t, harnessOpts{managers: 3, workers: []string{"wrk-1", "wrk-2"}})
+	runTasks(t, c, healthyUnless("demo:bad"))
+	tests := []struct {
+		name  string
+		uc    *messages.UpdateConfig
+		crash func(*messages.Deployment) bool // crash the leader once this holds
+		side  string                          // live tasks at the end
+	}{
+		{"rolling, second batch", &messages.UpdateConfig{Parallelism: 1, MonitorMs: 300},
+			func(d *messages.Deployment) bool { return len(d.Updated) >= 2 }, "stable"},
+		{"blue/green, green deploying", &messages.UpdateConfig{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN, GraceMs: 200},
+			func(d *messages.Deployment) bool { return d.State == messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN }, "stable"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("svc%d", i)
+			l := c.leader(t)
+			c.must(t, l, &messages.CreateServiceRequest{Spec: deploySpec(name, 4, "demo:v1", tt.uc)})
+			within(t, 10*time.Second, name+" at 4", func() bool { return converged(l, name, 4) })
+			c.must(t, l, &messages.UpdateServiceRequest{Name: name, Spec: deploySpec(name, 4, "demo:v2", tt.uc)})
+			within(t, 20*time.Second, "the crash point", func() bool { return tt.crash(l.store().State.ServiceByName(name).GetDeployment()) })
+			l.stop()
+			t.Cleanup(func() { l.restart(t) })
+			nl := c.leader(t)
+			deploymentIn(t, nl, name, messages.DeploymentState_DEPLOYMENT_STATE_DONE, 30*time.Second)
+			within(t, 10*time.Second, name+" converged on v2", func() bool {
+				got := images(nl, name)
+				return converged(nl, name, 4) && slices.Equal(got[tt.side], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"}) && len(got) == 1
+			})
+			st := nl.store().State
+			perSlot := map[uint64]int{}
+			for _, tk := range st.Tasks(store.TaskFilter{ServiceID: st.ServiceByName(name).Id}) {
+				if tk.Spec.GetImage() == "demo:v2" {
+					perSlot[tk.Slot]++
+				}
+			}
+			for slot, n := range perSlot {
+				if n != 1 {
+					t.Fatalf("slot %d got %d tasks of the new spec (started twice): %s", slot, n, taskSig(nl, name))
+				}
+			}
+		})
+	}
+}
+
+// TestCanaryWeightsFollowTemplates: a scale bumps the spec version without
+// replacing tasks, so a canary's stable tasks may carry an older version
+// number than the deployment's from_version; they must still get the
+// stable share (they once got none, and the canary all the traffic).
+func TestCanaryWeightsFollowTemplates(t *testing.T) {
+	v1 := &messages.ServiceSpec{Name: "web", Image: "demo:v1", Replicas: 4}
+	v2 := &messages.ServiceSpec{Name: "web", Image: "demo:v2", Replicas: 4}
+	svc := &messages.Service{Spec: v2, PreviousSpec: v1, SpecVersion: 4, TrafficWeights: map[uint64]uint32{3: 90, 4: 10},
+		Deployment: &messages.Deployment{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_CANARY, State: messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED, FromVersion: 3, ToVersion: 4, Weight: 10}}
+	var eps []*messages.Task
+	for i := range 9 {
+		eps = append(eps, &messages.Task{Spec: v1, SpecVersion: 1, Slot: uint64(i + 1)}) // created before two scales
+	}
+	eps = append(eps, &messages.Task{Spec: v2, SpecVersion: 4, Slot: 10, Side: sideCanary})
+	w := endpointWeightsBy(svc.TrafficWeights, eps, weightVersion(svc))
+	var stable, canary uint32
+	for i, x := range w {
+		if i < 9 {
+			stable += x
+		} else {
+			canary += x
+		}
+	}
+	if share := float64(canary) / float64(stable+canary); share < 0.09 || share > 0.11 {
+		t.Fatalf("weights %v: the canary gets %.0f%% of the traffic, want 10%%", w, share*100)
+	}
+}

@@ -60,7 +60,7 @@ func serviceNetwork(v *messages.Service, tasks []*messages.Task, subnet func(nod
 			eps = append(eps, t)
 		}
 	}
-	for i, w := range endpointWeights(v.TrafficWeights, eps) {
+	for i, w := range endpointWeightsBy(v.TrafficWeights, eps, weightVersion(v)) {
 		if w > 0 {
 			sn.Endpoints = append(sn.Endpoints, &messages.NetEndpoint{Ip: eps[i].Status.Ip, Weight: w})
 		}
@@ -90,11 +90,38 @@ const weightSlots = 1000
 // left out of the network; if no endpoint has a share, all weigh 1 (a map
 // naming only versions that no longer run must not blackhole the service).
 func endpointWeights(shares map[uint64]uint32, eps []*messages.Task) []uint32 {
+	return endpointWeightsBy(shares, eps, func(t *messages.Task) uint64 { return t.SpecVersion })
+}
+
+// weightVersion is the version whose share a task of v gets. During a
+// deployment that is the side its template is on, not the version it was
+// created at: a scale or a settings change bumps the spec version without
+// replacing tasks, so the stable tasks may carry an older number than the
+// deployment's from_version (and would get no share at all).
+func weightVersion(v *messages.Service) func(*messages.Task) uint64 {
+	d := v.GetDeployment()
+	if !messages.DeploymentActive(v) || v.PreviousSpec == nil {
+		return func(t *messages.Task) uint64 { return t.SpecVersion }
+	}
+	return func(t *messages.Task) uint64 {
+		switch {
+		case messages.TemplateEqual(t.Spec, v.Spec):
+			return d.ToVersion
+		case messages.TemplateEqual(t.Spec, v.PreviousSpec):
+			return d.FromVersion
+		}
+		return t.SpecVersion
+	}
+}
+
+// endpointWeightsBy is endpointWeights with the version of each task given
+// by version.
+func endpointWeightsBy(shares map[uint64]uint32, eps []*messages.Task, version func(*messages.Task) uint64) []uint32 {
 	w := make([]uint32, len(eps))
 	count := map[uint64]uint64{}
 	for _, t := range eps {
-		if shares[t.SpecVersion] > 0 {
-			count[t.SpecVersion]++
+		if shares[version(t)] > 0 {
+			count[version(t)]++
 		}
 	}
 	var total uint64
@@ -109,11 +136,11 @@ func endpointWeights(shares map[uint64]uint32, eps []*messages.Task) []uint32 {
 	}
 	var g uint64
 	for i, t := range eps {
-		n := count[t.SpecVersion]
+		n := count[version(t)]
 		if n == 0 {
 			continue
 		}
-		x := max(1, (uint64(shares[t.SpecVersion])*weightSlots+total*n/2)/(total*n))
+		x := max(1, (uint64(shares[version(t)])*weightSlots+total*n/2)/(total*n))
 		w[i] = uint32(x)
 		g = gcd(g, x)
 	}
