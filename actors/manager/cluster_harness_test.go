@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -199,6 +200,10 @@ func (m *testManager) start(t *testing.T, bootstrap bool) {
 		t.Fatalf("open %s's store: %v", m.id, err)
 	}
 	log := zap.NewNop()
+	if os.Getenv("HLOG") != "" { // HLOG=1 go test ...: the managers' logs, to debug a harness test
+		log, _ = zap.NewDevelopment()
+		log = log.With(zap.String("mgr", m.id))
+	}
 	pid, err := Start(sys, Config{Store: st, Log: log,
 		Leader: LeaderConfig{Store: st, Log: log, NodeDownAfter: m.c.opts.nodeDownAfter, ResyncEvery: time.Hour, MaxDisconnect: time.Hour},
 		API:    APIConfig{Store: st, Images: presentImages{}, NodeID: m.id, CA: m.c.ca, UploadDir: t.TempDir(), Log: log},

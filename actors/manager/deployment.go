@@ -88,6 +88,8 @@ func (a *deploymentActor) Receive(ctx actor.Context) {
 			a.stash = append(a.stash, stashed{msg: ctx.Message(), sender: ctx.Sender()})
 			return
 		}
+	default:
+		return // lifecycle messages (Stopped, Terminated ...): no state acts on them
 	}
 	a.behavior.Receive(ctx)
 }

@@ -261,7 +261,16 @@ func (a *deploymentActor) failed(ctx actor.Context, v *deployView) bool {
 // control answers the requests every active state handles alike: pause
 // and rollback anywhere, resume and promote where their state says not.
 func (a *deploymentActor) control(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *messages.RollbackServiceRequest, *messages.PauseServiceRequest, *messages.ResumeServiceRequest, *messages.PromoteServiceRequest:
+	default:
+		return
+	}
 	v := a.view()
+	if v.svc == nil || v.d == nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_NOT_FOUND, "the service or its deployment is gone")})
+		return
+	}
 	name, state := v.svc.Spec.GetName(), stateName(v.d.State)
 	refuse := func(format string, args ...any) {
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, format, args...)})

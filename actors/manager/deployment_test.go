@@ -447,7 +447,9 @@ func TestDeploymentResumesOnNewLeader(t *testing.T) {
 		{"rolling, second batch", &messages.UpdateConfig{Parallelism: 1, MonitorMs: 300},
 			func(d *messages.Deployment) bool { return len(d.Updated) >= 2 }, "stable"},
 		{"blue/green, green deploying", &messages.UpdateConfig{Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_BLUE_GREEN, GraceMs: 200},
-			func(d *messages.Deployment) bool { return d.State == messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN }, "stable"},
+			func(d *messages.Deployment) bool {
+				return d.State == messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN
+			}, "stable"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

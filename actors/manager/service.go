@@ -27,6 +27,7 @@ type serviceActor struct {
 	dirty    bool
 	retry    scheduler.CancelFunc
 	deploy   *actor.PID // the deployment actor, while one is in flight
+	stopping bool       // no new child: it would hold the stop up
 }
 
 func newService(cfg LeaderConfig, id string) *actor.Props {
@@ -58,6 +59,7 @@ func (a *serviceActor) Receive(ctx actor.Context) {
 		a.deployment(ctx, nil)
 		a.reconcile(ctx)
 	case *actor.Stopping, *actor.Restarting:
+		a.stopping = true
 		unsubscribe(ctx, a.sub)
 		if a.retry != nil {
 			a.retry()
@@ -84,6 +86,9 @@ func (a *serviceActor) deployment(ctx actor.Context, sc *messages.StateChanged) 
 		if sc != nil {
 			ctx.Send(a.deploy, sc)
 		}
+		return
+	}
+	if a.stopping {
 		return
 	}
 	if svc := a.cfg.Store.State.Service(a.id); svc != nil && messages.DeploymentActive(svc) {
