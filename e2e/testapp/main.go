@@ -12,6 +12,10 @@
 //	POST /healthz/ok     become healthy again
 //	POST /exit?code=N    reply, then exit with code N (crash tests)
 //
+// With HEALTHZ=fail in its environment (the demo:v2bad image sets it), it
+// starts unhealthy and stays so until POST /healthz/ok: a version that
+// never passes its health check, for deployment rollback tests.
+//
 // With -isolation it prints what confines it, and with -threads N it holds
 // N OS threads, instead of serving (runtime isolation tests).
 package main
@@ -48,6 +52,7 @@ func main() {
 	fetchURL := flag.String("fetch", "", "GET this URL -n times (new connection each) and print a JSON object: task id -> answers, plus \"failed\"")
 	count := flag.Int("n", 1, "requests for -fetch")
 	during := flag.Duration("for", 0, "with -fetch: keep fetching this long instead of -n times")
+	trace := flag.Bool("trace", false, "with -fetch: print one JSON line per request (start unix ns, ms taken, version, task or error) instead of the counts")
 	loadURL := flag.String("load", "", "GET this URL with -c workers for -for, a new connection each, and print the result as JSON")
 	conc := flag.Int("c", 4, "workers for -load")
 	sinkAddr := flag.String("sink", "", "accept TCP streams on this address for -for, answering each with its byte count")
@@ -70,6 +75,9 @@ func main() {
 		os.Exit(probe(*probeURL))
 	}
 	if *fetchURL != "" {
+		if *trace {
+			os.Exit(fetchTrace(*fetchURL, *count, *during))
+		}
 		os.Exit(fetch(*fetchURL, *count, *during))
 	}
 	if *resolve != "" {
@@ -149,6 +157,10 @@ func main() {
 	}
 
 	a := &app{version: version}
+	if os.Getenv("HEALTHZ") == "fail" {
+		a.unhealthy.Store(true)
+		fmt.Println("HEALTHZ=fail: health starts failing")
+	}
 	srv := &http.Server{Addr: addr, Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	sigs := make(chan os.Signal, 1)
@@ -313,5 +325,76 @@ func fetch(url string, n int, during time.Duration) int {
 	}
 	out, _ := json.Marshal(seen)
 	fmt.Println(string(out))
+	return 0
+}
+
+// fetchTrace is fetch for tests that need to know when requests failed or
+// which version answered them: one line per 100 ms in which requests
+// started, "UNIXMS VERSION=N ... failed=N" (unix ms of the bucket's start),
+// then "err TEXT" with the first error, if any. Compact, as an exec's
+// output is capped at a few kB.
+func fetchTrace(url string, n int, during time.Duration) int {
+	const bucket = 100 * time.Millisecond
+	var cur int64 = -1
+	counts := map[string]int{}
+	flush := func() {
+		if cur < 0 {
+			return
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		line := strconv.FormatInt(cur, 10)
+		for _, k := range keys {
+			line += fmt.Sprintf(" %s=%d", k, counts[k])
+		}
+		fmt.Println(line)
+		clear(counts)
+	}
+	firstErr := ""
+	end := time.Now().Add(during)
+	for i := 0; (during > 0 && time.Now().Before(end)) || (during <= 0 && i < n); i++ {
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		start := time.Now()
+		if b := start.Truncate(bucket).UnixMilli(); b != cur {
+			flush()
+			cur = b
+		}
+		version := ""
+		resp, err := c.Get(url)
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case rerr != nil:
+				err = rerr
+			case resp.StatusCode != http.StatusOK:
+				err = errors.New(resp.Status)
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "version="); ok {
+					version = v
+				}
+			}
+		}
+		if err == nil && version == "" {
+			err = errors.New("no version in the answer")
+		}
+		if err != nil {
+			counts["failed"]++
+			if firstErr == "" {
+				firstErr = err.Error()
+			}
+		} else {
+			counts[version]++
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	flush()
+	if firstErr != "" {
+		fmt.Println("err " + firstErr)
+	}
 	return 0
 }

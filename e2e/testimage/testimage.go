@@ -49,6 +49,12 @@ const (
 // an OCI layout tarball to out naming the image docker.io/library/<name>:<tag>
 // (or <name>:<tag> when name already has a registry).
 func Build(ctx context.Context, out, name, tag, version string) error {
+	return BuildEnv(ctx, out, name, tag, version)
+}
+
+// BuildEnv is Build with extra KEY=VALUE variables in the image's config,
+// e.g. HEALTHZ=fail for a version that never becomes healthy.
+func BuildEnv(ctx context.Context, out, name, tag, version string, env ...string) error {
 	if name == "" || tag == "" {
 		return errors.New("build test image: name and tag are required")
 	}
@@ -61,7 +67,7 @@ func Build(ctx context.Context, out, name, tag, version string) error {
 	if err != nil {
 		return fmt.Errorf("build test image: %w", err)
 	}
-	archive, err := pack(app, FullName(name, tag), tag, version, runtime.GOARCH)
+	archive, err := pack(app, FullName(name, tag), tag, version, runtime.GOARCH, env...)
 	if err != nil {
 		return fmt.Errorf("build test image: %w", err)
 	}
@@ -181,7 +187,7 @@ func sha256Digest(b []byte) digest.Digest {
 }
 
 // pack assembles the OCI layout tarball around the app binary.
-func pack(app []byte, fullName, tag, version, arch string) ([]byte, error) {
+func pack(app []byte, fullName, tag, version, arch string, env ...string) ([]byte, error) {
 	layerTar, err := rootfsTar(app)
 	if err != nil {
 		return nil, err
@@ -203,7 +209,7 @@ func pack(app []byte, fullName, tag, version, arch string) ([]byte, error) {
 		Platform: ocispec.Platform{Architecture: arch, OS: "linux"},
 		Config: ocispec.ImageConfig{
 			Entrypoint:   []string{"/app"},
-			Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "VERSION=" + version},
+			Env:          append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "VERSION=" + version}, env...),
 			ExposedPorts: map[string]struct{}{"80/tcp": {}},
 			WorkingDir:   "/",
 		},
