@@ -1520,7 +1520,7 @@ func (x *PortConfig) GetPublishedPort() uint32 {
 type UpdateConfig struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Strategy        DeployStrategy         `protobuf:"varint,1,opt,name=strategy,proto3,enum=warren.v1.DeployStrategy" json:"strategy,omitempty"`
-	Parallelism     uint32                 `protobuf:"varint,2,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	Parallelism     uint32                 `protobuf:"varint,2,opt,name=parallelism,proto3" json:"parallelism,omitempty"` // tasks per batch; 0: the default, 1
 	DelayMs         int64                  `protobuf:"varint,3,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	FailureAction   FailureAction          `protobuf:"varint,4,opt,name=failure_action,json=failureAction,proto3,enum=warren.v1.FailureAction" json:"failure_action,omitempty"`
 	MonitorMs       int64                  `protobuf:"varint,5,opt,name=monitor_ms,json=monitorMs,proto3" json:"monitor_ms,omitempty"`

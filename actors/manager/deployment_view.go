@@ -148,7 +148,9 @@ func (v *deployView) nextBatch() []string {
 			rest = append(rest, k)
 		}
 	}
-	if p := int(v.cfg().GetParallelism()); p > 0 && len(rest) > p {
+	// 0 (unset) is the default, one at a time, as in Swarm; the CLI's
+	// "all at once" sends the replica limit.
+	if p := max(int(v.cfg().GetParallelism()), 1); len(rest) > p {
 		rest = rest[:p]
 	}
 	return rest

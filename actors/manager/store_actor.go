@@ -154,9 +154,14 @@ func (a *storeActor) apply(ctx actor.Context, r *leaderRequest, p *messages.Prop
 		}
 		if err != nil {
 			code, msg := messages.ErrorCode_ERROR_CODE_INTERNAL, err.Error()
-			if errors.Is(err, raft.ErrNotLeader) {
+			switch {
+			case errors.Is(err, raft.ErrNotLeader):
 				code, msg = messages.ErrorCode_ERROR_CODE_UNAVAILABLE, errNotAccepted
-			} else if errors.Is(err, store.ErrNotLeader) {
+			case errors.Is(err, raft.ErrLeadershipLost):
+				// The entry is in the log and may still commit under the
+				// next leader: the caller must not take this as "not done".
+				code, msg = messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "the leader lost its leadership while committing the write: it may or may not have been applied; check and retry"
+			case errors.Is(err, store.ErrNotLeader):
 				code = messages.ErrorCode_ERROR_CODE_UNAVAILABLE
 			}
 			a.log.Warn("propose", zap.Error(err))

@@ -116,6 +116,7 @@ func deploymentControl(op string) cli.ActionFunc {
 			}
 			if c.Bool("wait") {
 				f := newFollower(c, name, svc.GetDeployment().GetId(), op == "rollback")
+				f.since = svc.GetMeta().GetVersion()
 				st, err := f.run(c.Context, cl)
 				if err == nil && op != "rollback" {
 					if hint := nextSteps(st); hint != "" {
@@ -192,6 +193,7 @@ func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 type follower struct {
 	name      string
 	id        string // the deployment followed; "" takes the current one
+	since     uint64 // the service version the command committed: a replica behind it is stale
 	rollback  bool   // rolled-back is what was asked for
 	watchOnly bool   // `deployment --follow`: show, do not judge; go past waiting steps
 	timeout   time.Duration
@@ -233,6 +235,16 @@ func (f *follower) run(ctx context.Context, cl *client.Client) (deployStatus, er
 		st, err := observe(cl, f.name)
 		if err != nil {
 			return st, err
+		}
+		// The manager answering may be a follower still applying the
+		// command's own commit: its older replica is not an answer yet.
+		if stale := st.svc.GetMeta().GetVersion() < f.since; stale {
+			select {
+			case <-ctx.Done():
+				return st, errStopped
+			case <-tick.C:
+				continue
+			}
 		}
 		if f.id == "" {
 			f.id = st.d.GetId()

@@ -38,7 +38,7 @@ func updateCommand() *cli.Command {
 			&cli.StringFlag{Name: "limit-memory", Usage: "memory limit, e.g. 64M (0 removes it)"},
 			&cli.Float64Flag{Name: "limit-cpu", Usage: "CPU limit in CPUs, e.g. 0.5 (0 removes it)"},
 			&cli.StringFlag{Name: "strategy", Usage: "how a new template is deployed: rolling, blue-green or canary (kept for later updates)"},
-			&cli.IntFlag{Name: "update-parallelism", Usage: "tasks replaced at once (0: all at once)"},
+			&cli.IntFlag{Name: "update-parallelism", Usage: "tasks replaced at once (default 1; 0: all at once)"},
 			&cli.DurationFlag{Name: "update-delay", Usage: "pause between batches"},
 			&cli.StringFlag{Name: "update-order", Usage: "stop-first or start-first (the old task serves until its replacement is healthy)"},
 			&cli.StringFlag{Name: "update-failure-action", Usage: "when new tasks fail: rollback (default), pause or continue"},
@@ -347,6 +347,12 @@ func updateConfigEdit(c *cli.Context) (specEdit, error) {
 		if n < 0 || n > messages.MaxReplicas {
 			return nil, fmt.Errorf("invalid --update-parallelism %d: give how many tasks are replaced at once, 1 to %d (0: all at once)", n, messages.MaxReplicas)
 		}
+		if n == 0 {
+			// The spec's 0 means the default, one at a time (as Swarm's
+			// CLI sends 1 unless told otherwise): all at once is a batch
+			// as large as any service may be.
+			n = messages.MaxReplicas
+		}
 		sets = append(sets, func(u *messages.UpdateConfig) { u.Parallelism = uint32(n) })
 	}
 	durFlag := func(name string, set func(u *messages.UpdateConfig, ms int64)) error {
@@ -541,6 +547,7 @@ func runUpdate(c *cli.Context, cl *client.Client, edits []specEdit) error {
 		})
 	}
 	f := newFollower(c, name, d.Id, false)
+	f.since = svc.GetMeta().GetVersion()
 	st, err := f.run(c.Context, cl)
 	if err != nil {
 		return err
