@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -493,8 +492,3 @@ func percentShare(m map[string]int, version string) float64 {
 	return 100 * float64(m[version]) / float64(total)
 }
 
-func sortedDurations(ds []time.Duration) []time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s
-}
