@@ -15,81 +15,79 @@ import (
 // the controls every active state shares (pause, rollback) are in
 // control.
 
-// startingBatch (also a canary's promoting): after the update delay, move
-// the next batch of slots to the new spec; with none left, done.
-func (a *deploymentActor) startingBatch(ctx actor.Context) {
+// decide runs a behaviour's decision on an evaluate, with a fresh view;
+// anything else is a control request.
+func (a *deploymentActor) decide(ctx actor.Context, fn func(v *deployView)) {
 	if _, ok := ctx.Message().(*evaluate); !ok {
 		a.control(ctx)
 		return
 	}
-	v := a.view()
-	if delay := time.Duration(v.cfg().GetDelayMs()) * time.Millisecond; len(v.d.Updated) > 0 && delay > 0 && v.now.Before(v.since().Add(delay)) {
-		a.wakeAt(ctx, v.since().Add(delay))
-		return
-	}
-	batch := v.nextBatch()
-	if len(batch) == 0 {
-		a.done(ctx, v)
-		return
-	}
-	n := next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH)
-	n.Updated = append(n.Updated, batch...)
-	n.Batch = batch
-	a.commit(ctx, v, n, false, nil)
+	fn(a.view())
+}
+
+// startingBatch (also a canary's promoting): after the update delay, move
+// the next batch of slots to the new spec; with none left, done.
+func (a *deploymentActor) startingBatch(ctx actor.Context) {
+	a.decide(ctx, func(v *deployView) {
+		if delay := time.Duration(v.cfg().GetDelayMs()) * time.Millisecond; len(v.d.Updated) > 0 && delay > 0 && v.now.Before(v.since().Add(delay)) {
+			a.wakeAt(ctx, v.since().Add(delay))
+			return
+		}
+		batch := v.nextBatch()
+		if len(batch) == 0 {
+			a.done(ctx, v)
+			return
+		}
+		n := next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_HEALTH)
+		n.Updated = append(n.Updated, batch...)
+		n.Batch = batch
+		a.commit(ctx, v, n, false, nil)
+	})
 }
 
 // awaitingHealth: the batch counts once each of its slots runs a ready
 // task of the new spec (its health check passes); then the monitor window.
 func (a *deploymentActor) awaitingHealth(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) || !v.settled(v.d.Batch) {
-		return
-	}
-	a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_MONITORING), false, nil)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) || !v.settled(v.d.Batch) {
+			return
+		}
+		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_MONITORING), false, nil)
+	})
 }
 
 // monitoring: the updated tasks must stay well for the monitor window
 // before the next batch starts.
 func (a *deploymentActor) monitoring(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) {
-		return
-	}
-	if end := v.since().Add(v.monitor()); v.now.Before(end) {
-		a.wakeAt(ctx, end)
-		return
-	}
-	if len(v.nextBatch()) == 0 {
-		a.done(ctx, v)
-		return
-	}
-	a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH), false, nil)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) {
+			return
+		}
+		if end := v.since().Add(v.monitor()); v.now.Before(end) {
+			a.wakeAt(ctx, end)
+			return
+		}
+		if len(v.nextBatch()) == 0 {
+			a.done(ctx, v)
+			return
+		}
+		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH), false, nil)
+	})
 }
 
 // deployingGreen: green runs beside blue, which keeps all traffic; once
 // every green task is ready, switch (or wait for `promote`).
 func (a *deploymentActor) deployingGreen(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) || !v.greenReady() {
-		return
-	}
-	to := messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED
-	if v.cfg().GetSwitchManual() {
-		to = messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION
-	}
-	a.commit(ctx, v, next(v.d, to), false, nil)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) || !v.greenReady() {
+			return
+		}
+		to := messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED
+		if v.cfg().GetSwitchManual() {
+			to = messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION
+		}
+		a.commit(ctx, v, next(v.d, to), false, nil)
+	})
 }
 
 // awaitingPromotion: green is ready; `promote` switches.
@@ -112,68 +110,57 @@ func (a *deploymentActor) awaitingPromotion(ctx actor.Context) {
 // switched: the switch is committed; it is done when every ready node has
 // confirmed programming it (or the leader gave up waiting on a node).
 func (a *deploymentActor) switched(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) || a.confirm == v.d.Index {
-		return
-	}
-	a.confirm = v.d.Index
-	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameLeader), &netConfirm{index: v.d.Index}, drainTimeout+2*time.Second)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		v := a.view()
-		if v.svc == nil || v.d == nil || v.d.Index != a.confirm || v.d.State != messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED {
-			return // moved on meanwhile (a rollback)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) || a.confirm == v.d.Index {
+			return
 		}
-		n := next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_GRACE)
-		if r, _ := res.(*messages.DrainTaskReply); err != nil || r == nil || len(r.Unconfirmed) > 0 {
-			n.Message = fmt.Sprintf("switched; not confirmed by every node in %v: %v", drainTimeout, r.GetUnconfirmed())
-		}
-		a.commit(ctx, v, n, false, nil)
+		a.confirm = v.d.Index
+		f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameLeader), &netConfirm{index: v.d.Index}, drainTimeout+2*time.Second)
+		ctx.ReenterAfter(f, func(res any, err error) {
+			v := a.view()
+			if v.svc == nil || v.d == nil || v.d.Index != a.confirm || v.d.State != messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED {
+				return // moved on meanwhile (a rollback)
+			}
+			n := next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_GRACE)
+			if r, _ := res.(*messages.DrainTaskReply); err != nil || r == nil || len(r.Unconfirmed) > 0 {
+				n.Message = fmt.Sprintf("switched; not confirmed by every node in %v: %v", drainTimeout, r.GetUnconfirmed())
+			}
+			a.commit(ctx, v, n, false, nil)
+		})
 	})
 }
 
 // grace: blue stays, idle, so a rollback is an instant switch back.
 func (a *deploymentActor) grace(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) {
-		return
-	}
-	if end := v.since().Add(v.grace()); v.now.Before(end) {
-		a.wakeAt(ctx, end)
-		return
-	}
-	a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE), false, nil)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) {
+			return
+		}
+		if end := v.since().Add(v.grace()); v.now.Before(end) {
+			a.wakeAt(ctx, end)
+			return
+		}
+		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_CLEANING_BLUE), false, nil)
+	})
 }
 
 // cleaningBlue: the service actor stops blue; done when it is gone.
 func (a *deploymentActor) cleaningBlue(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	if v := a.view(); v.oldGone() {
-		a.done(ctx, v)
-	}
+	a.decide(ctx, func(v *deployView) {
+		if v.oldGone() {
+			a.done(ctx, v)
+		}
+	})
 }
 
 // deployingCanary: the canaries start; once ready they get their share.
 func (a *deploymentActor) deployingCanary(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	v := a.view()
-	if a.failed(ctx, v) || !v.canariesReady() {
-		return
-	}
-	a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED), false, nil)
+	a.decide(ctx, func(v *deployView) {
+		if a.failed(ctx, v) || !v.canariesReady() {
+			return
+		}
+		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED), false, nil)
+	})
 }
 
 // weighted: the canaries take their share of requests until `promote`
@@ -215,13 +202,11 @@ func (a *deploymentActor) paused(ctx actor.Context) {
 // canary: traffic went back at once, with the transition); then the
 // previous spec becomes the spec again.
 func (a *deploymentActor) rollingBack(ctx actor.Context) {
-	if _, ok := ctx.Message().(*evaluate); !ok {
-		a.control(ctx)
-		return
-	}
-	if v := a.view(); v.rolledBack() {
-		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK), true, nil)
-	}
+	a.decide(ctx, func(v *deployView) {
+		if v.rolledBack() {
+			a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_ROLLED_BACK), true, nil)
+		}
+	})
 }
 
 func (a *deploymentActor) done(ctx actor.Context, v *deployView) {
