@@ -59,6 +59,21 @@ func TestFromState(t *testing.T) {
 		{"service deleted", 9, []*messages.Change{{Op: del, Object: svc("web", "nginx:2", 5)}}, []want{
 			{typ: "service.deleted", subject: "web", attrs: map[string]string{"index": "9", "replicas": "5", "image": "nginx:2"}},
 		}},
+		// A deployment transition is its own event, after the service's;
+		// a change that carries an older transition (a scale) is not one.
+		{"deployment transition", 20, []*messages.Change{{Op: update, Object: &messages.Change_Service{Service: &messages.Service{
+			Spec: &messages.ServiceSpec{Name: "web", Image: "nginx:2", Replicas: 4},
+			Deployment: &messages.Deployment{Id: "d1", Strategy: messages.DeployStrategy_DEPLOY_STRATEGY_CANARY, State: messages.DeploymentState_DEPLOYMENT_STATE_ROLLING_BACK,
+				FromVersion: 1, ToVersion: 2, Weight: 10, Total: 1, Index: 20, Message: "rolling back: 1 of 1 new tasks failed"}}}}}, []want{
+			{typ: "service.updated", subject: "web", attrs: map[string]string{"index": "20", "replicas": "4", "image": "nginx:2"}},
+			{typ: "deployment.rolling-back", subject: "web", message: "rolling back: 1 of 1 new tasks failed", attrs: map[string]string{
+				"index": "20", "deployment": "d1", "strategy": "canary", "from": "1", "to": "2", "updated": "0/1", "weight": "10"}},
+		}},
+		{"scale during a deployment", 21, []*messages.Change{{Op: update, Object: &messages.Change_Service{Service: &messages.Service{
+			Spec:       &messages.ServiceSpec{Name: "web", Image: "nginx:2", Replicas: 5},
+			Deployment: &messages.Deployment{Id: "d1", State: messages.DeploymentState_DEPLOYMENT_STATE_MONITORING, Index: 20}}}}}, []want{
+			{typ: "service.updated", subject: "web", attrs: map[string]string{"index": "21", "replicas": "5", "image": "nginx:2"}},
+		}},
 		// A service without a spec must not panic; it has no name to show.
 		{"service without spec", 1, []*messages.Change{{Op: create, Object: &messages.Change_Service{Service: &messages.Service{Id: "s1"}}}}, []want{
 			{typ: "service.created", attrs: map[string]string{"index": "1", "replicas": "0", "image": ""}},
