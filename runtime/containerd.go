@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
@@ -371,6 +372,11 @@ func (r *Containerd) Start(ctx context.Context, id string) (uint32, error) {
 		ioc = cio.LogFile(p)
 	}
 	t, err := c.NewTask(ctx, ioc)
+	if errdefs.IsAlreadyExists(err) {
+		// Task above found none, so this is a hollow task (dropHollowTask):
+		// clear it and create the task again.
+		t, err = r.retryNewTask(ctx, c, ioc)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("start %s: create task: %w", id, err)
 	}
@@ -382,6 +388,51 @@ func (r *Containerd) Start(ctx context.Context, id string) (uint32, error) {
 	}
 	r.log.Debug("started task", zap.String("container", id), zap.Uint32("pid", t.Pid()))
 	return t.Pid(), nil
+}
+
+// hollowRetry bounds how long Start waits for containerd to forget a
+// hollow task it was told to delete: containerd 1.6 forgets it before the
+// delete returns, later versions may only once its shim has exited.
+const hollowRetry = 5 * time.Second
+
+// retryNewTask deletes the hollow task in the container's way, then
+// creates the task again until containerd has forgotten the hollow one.
+func (r *Containerd) retryNewTask(ctx context.Context, c containerd.Container, ioc cio.Creator) (containerd.Task, error) {
+	r.log.Warn("clearing a task a previous containerd left half-created", zap.String("container", c.ID()))
+	if err := r.dropHollowTask(ctx, c.ID()); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, hollowRetry)
+	defer cancel()
+	for {
+		t, err := c.NewTask(ctx, ioc)
+		if !errdefs.IsAlreadyExists(err) {
+			return t, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("containerd still holds the half-created task %s after deleting it: %w", c.ID(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// dropHollowTask deletes a task that containerd lists but whose shim
+// holds no process. A containerd that dies between starting a task's shim
+// and the shim's create (warren SIGKILLed mid-start takes its own
+// containerd down with it) leaves that shim running, and the next
+// containerd adopts it: then Task says the task is not found while
+// NewTask says it already exists, so the container could never start
+// again, and deleting the container would leak the shim. Nil when there is
+// no task.
+func (r *Containerd) dropHollowTask(ctx context.Context, id string) error {
+	_, err := r.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	// A hollow task's shim answers not found for the process it never
+	// made, while containerd removes the task all the same.
+	if err = errdefs.FromGRPC(err); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete the task a previous containerd left half-created: %w", err)
+	}
+	return nil
 }
 
 // Wait reports the current task's exit once.
@@ -542,6 +593,12 @@ func (r *Containerd) Delete(ctx context.Context, id string) error {
 		}
 	case !errdefs.IsNotFound(err):
 		return fmt.Errorf("delete %s: load task: %w", id, err)
+	default:
+		// No task as far as Task can see; a hollow one would outlive the
+		// container with its shim.
+		if err := r.dropHollowTask(ctx, id); err != nil {
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete %s: %w", id, err)
