@@ -46,18 +46,26 @@ func (a *deploymentActor) startingBatch(ctx actor.Context) {
 }
 
 // awaitingHealth: the batch counts once each of its slots runs a ready
-// task of the new spec (its health check passes); then the monitor window.
+// task of the new spec (its health check passes); then the next batch.
+// The monitor window is each new task's, as in Swarm: failures are
+// watched in every state until done, so the next batch does not wait out
+// the window of the last one; only the final batch's window is waited
+// for, in monitoring.
 func (a *deploymentActor) awaitingHealth(ctx actor.Context) {
 	a.decide(ctx, func(v *deployView) {
 		if a.failed(ctx, v) || !v.settled(v.d.Batch) {
 			return
 		}
-		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_MONITORING), false, nil)
+		to := messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH
+		if len(v.nextBatch()) == 0 {
+			to = messages.DeploymentState_DEPLOYMENT_STATE_MONITORING
+		}
+		a.commit(ctx, v, next(v.d, to), false, nil)
 	})
 }
 
-// monitoring: the updated tasks must stay well for the monitor window
-// before the next batch starts.
+// monitoring: every slot runs the new spec; the last batch must stay well
+// for the monitor window before the deployment is done.
 func (a *deploymentActor) monitoring(ctx actor.Context) {
 	a.decide(ctx, func(v *deployView) {
 		if a.failed(ctx, v) {
@@ -67,11 +75,11 @@ func (a *deploymentActor) monitoring(ctx actor.Context) {
 			a.wakeAt(ctx, end)
 			return
 		}
-		if len(v.nextBatch()) == 0 {
-			a.done(ctx, v)
+		if len(v.nextBatch()) > 0 { // slots added meanwhile (a scale): roll them too
+			a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH), false, nil)
 			return
 		}
-		a.commit(ctx, v, next(v.d, messages.DeploymentState_DEPLOYMENT_STATE_STARTING_BATCH), false, nil)
+		a.done(ctx, v)
 	})
 }
 

@@ -206,7 +206,7 @@ func TestDeploymentRolling(t *testing.T) {
 		if got := images(m, "web"); !slices.Equal(got["stable"], []string{"demo:v2", "demo:v2", "demo:v2", "demo:v2"}) {
 			t.Fatalf("tasks after the update: %v", got)
 		}
-		want := []string{"starting-batch", "awaiting-health", "monitoring", "starting-batch", "awaiting-health", "monitoring", "done"}
+		want := []string{"starting-batch", "awaiting-health", "starting-batch", "awaiting-health", "monitoring", "done"}
 		if got := seen(); !slices.Equal(got, want) {
 			t.Fatalf("states %v, want %v", got, want)
 		}
