@@ -441,8 +441,11 @@ func strategyText(d *messages.Deployment, u *messages.UpdateConfig) string {
 		p = append(p, fmt.Sprintf("canary replicas %d", max(d.CanaryReplicas, 1)))
 		fallthrough
 	default:
-		par := "all at once"
-		if n := u.GetParallelism(); n > 0 {
+		par := "parallelism 1" // the default
+		switch n := u.GetParallelism(); {
+		case n >= messages.MaxReplicas:
+			par = "all at once"
+		case n > 0:
 			par = fmt.Sprintf("parallelism %d", n)
 		}
 		p = append(p, par, "order "+orderName(u.GetOrder()))
