@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -210,6 +213,15 @@ func swarmRolling(t *testing.T, h *cluster.Harness) (time.Duration, string) {
 		defer func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			_ = waitTimeout(cmd, 30*time.Second)
+			// dockerd leaves its --cgroup-parent behind, with a container's
+			// (empty) cgroup under it if one outlived its service.
+			parent := fmt.Sprintf("/sys/fs/cgroup/*/wrn-swarm-%s-%d", h.ID, i)
+			for _, pat := range []string{parent + "/*", parent} {
+				dirs, _ := filepath.Glob(pat)
+				for _, dir := range dirs {
+					_ = os.Remove(dir) // only a directory: cgroup files cannot be removed
+				}
+			}
 		}()
 		socks = append(socks, sock)
 		ok := false
@@ -247,12 +259,27 @@ func swarmRolling(t *testing.T, h *cluster.Harness) (time.Duration, string) {
 			_, _ = d(i, "swarm", "leave", "--force")
 		}
 	}()
-	if out, err := d(0, "service", "create", "--detach", "--name", "web", "--replicas", "30", "--endpoint-mode", "dnsrr",
-		"--health-cmd", "/app -probe http://127.0.0.1/healthz", "--health-interval", "1s", "--health-retries", "1",
-		"--stop-grace-period", "2s", "--update-parallelism", "5", "--update-monitor", "5s", reg+"/demo:v1"); err != nil {
-		return 0, "service create: " + out
+	// The service is created through the Engine API, not `docker service
+	// create`: the CLI's --health-cmd is always CMD-SHELL, which runs
+	// /bin/sh in the container, and the test image has only /app. Every
+	// check would fail, Swarm would replace every task and 30 replicas
+	// would never all run. The exec form is the check warren's tasks get.
+	spec := map[string]any{
+		"Name": "web",
+		"TaskTemplate": map[string]any{"ContainerSpec": map[string]any{
+			"Image":           reg + "/demo:v1",
+			"StopGracePeriod": (2 * time.Second).Nanoseconds(),
+			"Healthcheck": map[string]any{"Test": []string{"CMD", "/app", "-probe", "http://127.0.0.1/healthz"},
+				"Interval": time.Second.Nanoseconds(), "Retries": 1},
+		}},
+		"Mode":         map[string]any{"Replicated": map[string]any{"Replicas": 30}},
+		"UpdateConfig": map[string]any{"Parallelism": 5, "Monitor": (5 * time.Second).Nanoseconds(), "FailureAction": "pause", "Order": "stop-first"},
+		"EndpointSpec": map[string]any{"Mode": "dnsrr"},
 	}
-	converged := false
+	if err := dockerAPI(socks[0], "/services/create", spec); err != nil {
+		return 0, "service create: " + err.Error()
+	}
+	created, converged := time.Now(), false
 	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if out, _ := d(0, "service", "ls", "--filter", "name=web", "--format", "{{.Replicas}}"); out == "30/30" {
 			converged = true
@@ -261,22 +288,107 @@ func swarmRolling(t *testing.T, h *cluster.Harness) (time.Duration, string) {
 	}
 	if !converged {
 		out, _ := d(0, "service", "ps", "web", "--no-trunc")
-		return 0, "30 replicas of v1 did not run under Swarm: " + lastLine(out)
+		t.Logf("Swarm's tasks of web:\n%s", out)
+		return 0, "30 replicas of v1 did not run under Swarm in 5 minutes: " + swarmWhy(d, len(socks))
 	}
+	t.Logf("Swarm ran 30 replicas of v1 in %s", time.Since(created).Round(time.Second))
 	t0 := time.Now()
 	if out, err := d(0, "service", "update", "--detach", "--image", reg+"/demo:v2", "web"); err != nil {
 		return 0, "service update: " + out
 	}
 	for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		out, _ := d(0, "service", "inspect", "web", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}")
-		switch out {
+		out, _ := d(0, "service", "inspect", "web", "--format", "{{json .UpdateStatus}}")
+		var st struct {
+			State       string
+			CompletedAt time.Time
+			Message     string
+		}
+		_ = json.Unmarshal([]byte(out), &st) // "null" until Swarm starts the update
+		switch st.State {
 		case "completed":
+			// Swarm's own time of completion, as warren's row takes its
+			// deployment's: not when this poll noticed.
+			if st.CompletedAt.After(t0) {
+				return st.CompletedAt.Sub(t0), ""
+			}
 			return time.Since(t0), ""
-		case "paused", "rollback_completed", "rollback_paused":
-			return 0, "Swarm's update ended " + out
+		case "paused", "rollback_started", "rollback_completed", "rollback_paused":
+			return 0, "Swarm's update ended " + st.State + ": " + st.Message
 		}
 	}
-	return 0, "Swarm's update did not complete in 10 minutes"
+	return 0, "Swarm's update did not complete in 10 minutes: " + swarmWhy(d, len(socks))
+}
+
+// dockerAPI posts body as JSON to a dockerd's Engine API on its socket.
+func dockerAPI(sock, path string, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := c.Post("http://docker"+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// swarmWhy says in a line why web's tasks do not run: the task errors
+// Swarm recorded, else the last health check output of a container of
+// web on any host, else the tasks' states.
+func swarmWhy(d func(int, ...string) (string, error), hosts int) string {
+	seen := map[string]bool{}
+	var why []string
+	add := func(s string) {
+		if s = strings.TrimSpace(s); s != "" && !seen[s] {
+			seen[s] = true
+			why = append(why, s)
+		}
+	}
+	out, _ := d(0, "service", "ps", "web", "--no-trunc", "--format", "{{.Error}}")
+	for _, l := range strings.Split(out, "\n") {
+		add(l)
+	}
+	for i := 0; i < hosts && len(why) == 0; i++ {
+		ids, _ := d(i, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name=web")
+		for _, id := range strings.Fields(ids) {
+			js, _ := d(i, "inspect", id, "--format", "{{json .State.Health}}")
+			var health struct {
+				Log []struct {
+					ExitCode int
+					Output   string
+				}
+			}
+			if json.Unmarshal([]byte(js), &health) == nil {
+				if n := len(health.Log); n > 0 && health.Log[n-1].ExitCode != 0 {
+					add("health check: " + lastLine(health.Log[n-1].Output))
+					break
+				}
+			}
+		}
+	}
+	if len(why) == 0 {
+		states, _ := d(0, "service", "ps", "web", "--format", "{{.CurrentState}}")
+		counts := map[string]int{}
+		for _, l := range strings.Split(states, "\n") {
+			if f := strings.Fields(l); len(f) > 0 {
+				counts[f[0]]++
+			}
+		}
+		return fmt.Sprintf("no task error or failed health check; task states %v", counts)
+	}
+	if len(why) > 3 {
+		why = append(why[:3], fmt.Sprintf("and %d more", len(why)-3))
+	}
+	return strings.Join(why, "; ")
 }
 
 func waitTimeout(cmd *exec.Cmd, d time.Duration) error {
