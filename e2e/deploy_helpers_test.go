@@ -491,4 +491,3 @@ func percentShare(m map[string]int, version string) float64 {
 	}
 	return 100 * float64(m[version]) / float64(total)
 }
-
