@@ -519,18 +519,25 @@ func TestSpecFromFlags(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := runCreate(t, tc.args)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want it to contain %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !proto.Equal(got, tc.want) {
-				t.Fatalf("spec\n got  %s\n want %s", protojson.Format(got), protojson.Format(tc.want))
-			}
+			checkSpec(t, got, err, tc.want, tc.wantErr)
 		})
+	}
+}
+
+// checkSpec checks a spec built from flags against the wanted one, or the
+// error against the wanted substring ("" means no error).
+func checkSpec(t *testing.T, got *messages.ServiceSpec, err error, want *messages.ServiceSpec, wantErr string) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want it to contain %q", err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("spec\n got  %s\n want %s", protojson.Format(got), protojson.Format(want))
 	}
 }

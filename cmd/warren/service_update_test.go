@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/messages"
@@ -167,18 +166,7 @@ func TestUpdateFlags(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := runUpdateFlags(t, tc.cur, tc.args)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want it to contain %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !proto.Equal(got, tc.want) {
-				t.Fatalf("spec\n got  %s\n want %s", protojson.Format(got), protojson.Format(tc.want))
-			}
+			checkSpec(t, got, err, tc.want, tc.wantErr)
 		})
 	}
 }
