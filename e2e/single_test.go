@@ -7,12 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/warrenorch/warren/e2e/cluster"
@@ -27,7 +31,8 @@ import (
 func TestSingleNode(t *testing.T) {
 	h := cluster.New(t, cluster.Options{Hosts: 1, Bin: warrenBin})
 	n := h.Hosts[0]
-	must(t, n.StartAndWait(90*time.Second))
+	// Metrics on, inside the host's own network namespace.
+	must(t, n.StartAndWait(90*time.Second, "--metrics-addr", "127.0.0.1:9090"))
 
 	out := cli(t, n, "image", "import", demoV1)
 	if !strings.Contains(out, "docker.io/library/demo:v1") {
@@ -35,6 +40,42 @@ func TestSingleNode(t *testing.T) {
 	}
 	cli(t, n, "service", "create", "web", "--image", "demo:v1", "--replicas", "3", "--env", "GREETING=hi")
 	web := waitRunning(t, n, "web", 3)
+
+	t.Run("metrics parse and count the service", func(t *testing.T) {
+		body, err := n.HTTPGet("http://127.0.0.1:9090/metrics", 5*time.Second)
+		must(t, err)
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("/metrics does not parse as Prometheus text: %v", err)
+		}
+		// gauge is the value of the first series of name whose label
+		// (if any) has value.
+		gauge := func(name, label, value string) float64 {
+			for _, m := range fams[name].GetMetric() {
+				if label == "" || slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+					return m.GetGauge().GetValue()
+				}
+			}
+			t.Fatalf("no %s{%s=%q} in /metrics", name, label, value)
+			return 0
+		}
+		if got := gauge("warren_service_tasks_running", "service", "web"); got != 3 {
+			t.Errorf("warren_service_tasks_running{service=web} = %v, want 3", got)
+		}
+		if got := gauge("warren_service_tasks_desired", "service", "web"); got != 3 {
+			t.Errorf("warren_service_tasks_desired{service=web} = %v, want 3", got)
+		}
+		if got := gauge("warren_raft_leader", "", ""); got != 1 {
+			t.Errorf("warren_raft_leader = %v on the only manager", got)
+		}
+		if got := gauge("warren_nodes", "state", "ready"); got != 1 {
+			t.Errorf("warren_nodes{state=ready} = %v, want 1", got)
+		}
+		if _, ok := fams["go_goroutines"]; !ok {
+			t.Error("the process metrics (go_goroutines) are missing")
+		}
+	})
 
 	t.Run("containers run in containerd itself", func(t *testing.T) {
 		if got, want := runningContainerIDs(containers(t, n)), ids(web); !reflect.DeepEqual(got, want) {

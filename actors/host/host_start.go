@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -253,8 +254,13 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	if n.cfg.MetricsAddr == "" {
 		return
 	}
+	// The process's own metrics (Go runtime, process) and, on a manager,
+	// the cluster and raft figures of its replica. n.st is set before this
+	// runs and the server closes before the store does.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(store.NewCollector(func() *store.Store { return n.st }))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log)}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
