@@ -77,6 +77,20 @@ func TestSingleNode(t *testing.T) {
 		}
 	})
 
+	t.Run("node ps lists the node's tasks", func(t *testing.T) {
+		for _, args := range [][]string{{"node", "ps"}, {"node", "ps", n.Name}} {
+			out := cli(t, n, args...)
+			for _, tk := range web {
+				if !strings.Contains(out, tk.Id[:12]) {
+					t.Fatalf("%v does not list task %s:\n%s", args, tk.Id, out)
+				}
+			}
+		}
+		if _, stderr, err := n.CLI("node", "ps", "nosuch"); err == nil || !strings.Contains(stderr, "nosuch") {
+			t.Fatalf("node ps of an unknown node: err %v, stderr %q", err, stderr)
+		}
+	})
+
 	t.Run("containers run in containerd itself", func(t *testing.T) {
 		if got, want := runningContainerIDs(containers(t, n)), ids(web); !reflect.DeepEqual(got, want) {
 			t.Fatalf("containerd runs %v, warren says %v", got, want)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,6 +24,8 @@ func nodeCommand() *cli.Command {
 				}
 				return output(c, &messages.ListNodesReply{Nodes: nodes}, func() error { return renderNodes(os.Stdout, nodes) })
 			})},
+			{Name: "ps", Usage: "list the tasks on a node (default: the manager answering)", ArgsUsage: "[NODE]", Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "include finished tasks"}, outputFlag()}, Action: withClient(nodePs)},
 			{Name: "inspect", Usage: "show a node", ArgsUsage: "NODE", Flags: []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "json", Usage: "json or table"}},
 				Action: withClient(func(c *cli.Context, cl *client.Client) error {
 					if err := exactArgs(c, 1, "one node id or hostname"); err != nil {
@@ -96,4 +99,29 @@ func eachNode(c *cli.Context, fn func(string) error) error {
 		fmt.Println(n)
 	}
 	return nil
+}
+
+// nodePs lists the tasks on one node, as `docker node ps`: the node named,
+// or the manager the CLI reached.
+func nodePs(c *cli.Context, cl *client.Client) error {
+	if c.NArg() > 1 {
+		return fmt.Errorf("node ps takes at most one node id or hostname, got %d: `warren node ps [NODE]`", c.NArg())
+	}
+	node := c.Args().First()
+	if node == "" {
+		info, err := cl.ClusterInfo()
+		if err != nil {
+			return err
+		}
+		node = info.NodeId
+	}
+	tasks, err := cl.ListTasks("", node, c.Bool("all"))
+	if err != nil {
+		return err
+	}
+	nodes, err := cl.ListNodes()
+	if err != nil {
+		return err
+	}
+	return output(c, &messages.ListTasksReply{Tasks: tasks}, func() error { return renderTasks(os.Stdout, tasks, nodes, time.Now()) })
 }
