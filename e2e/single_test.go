@@ -91,6 +91,13 @@ func TestSingleNode(t *testing.T) {
 		}
 	})
 
+	t.Run("version names the client's and the node's", func(t *testing.T) {
+		out := cli(t, n, "version")
+		if !strings.Contains(out, "Client:") || !strings.Contains(out, n.Name) || strings.Contains(out, "differs") {
+			t.Fatalf("version printed:\n%s", out)
+		}
+	})
+
 	t.Run("containers run in containerd itself", func(t *testing.T) {
 		if got, want := runningContainerIDs(containers(t, n)), ids(web); !reflect.DeepEqual(got, want) {
 			t.Fatalf("containerd runs %v, warren says %v", got, want)

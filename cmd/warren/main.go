@@ -54,6 +54,7 @@ func newApp() *cli.App {
 			nodeCommand(),
 			imageCommand(),
 			eventsCommand(),
+			versionCommand(),
 			debugCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors once

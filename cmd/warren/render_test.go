@@ -162,6 +162,13 @@ func TestRenderGolden(t *testing.T) {
 				Nodes:        3, Services: 2, TasksRunning: 5, Index: 1042, Version: "0.1.0", NodeId: nodeManager.Id,
 			})
 		}},
+		{"version", func(w io.Writer) error {
+			old := proto.Clone(nodeDrained).(*messages.Node)
+			old.Description.Version = "0.0.9"
+			return renderVersion(w, "0.1.0", []*messages.Node{nodeManager, old, nodePaused}, true)
+		}},
+		{"version_no_cluster", func(w io.Writer) error { return renderVersion(w, "0.1.0", nil, false) }},
+		{"version_json", func(w io.Writer) error { return renderVersionJSON(w, "0.1.0", []*messages.Node{nodeManager}) }},
 		{"events", func(w io.Writer) error {
 			for _, ev := range events {
 				if err := renderEvent(w, ev); err != nil {
