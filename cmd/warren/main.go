@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,9 +24,26 @@ var version = "dev"
 func main() {
 	app := newApp()
 	if err := app.Run(interspersed(app, os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		fmt.Fprintln(os.Stderr, "Error:", friendly(err))
 		os.Exit(1)
 	}
+}
+
+// unknownCommand is urfave's error for a command it does not know, with
+// its suggestion when the app asks for one.
+var unknownCommand = regexp.MustCompile(`^No help topic for '([^']*)'(?:\. Did you mean "([^"]*)"\?)?$`)
+
+// friendly rewrites the library's errors that do not say what to do.
+func friendly(err error) string {
+	m := unknownCommand.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	msg := fmt.Sprintf("unknown command %q", m[1])
+	if m[2] != "" {
+		msg += fmt.Sprintf(": did you mean %q?", m[2])
+	}
+	return msg + " (--help lists the commands)"
 }
 
 func newApp() *cli.App {
@@ -38,6 +56,7 @@ func newApp() *cli.App {
 		Usage:                "a container orchestrator: Swarm's simplicity, with health-gated rollouts, canaries and an encrypted mesh",
 		Version:              version,
 		EnableBashCompletion: true,
+		Suggest:              true, // `warren servce` -> did you mean "service"?
 		// Values such as --env HOSTS=a,b keep their commas, as in Docker.
 		DisableSliceFlagSeparator: true,
 		HideHelpCommand:           true,
