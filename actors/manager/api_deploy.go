@@ -129,11 +129,21 @@ func (a *servicesAPI) rollback(ctx actor.Context, m *messages.RollbackServiceReq
 		ctx.Respond(&messages.ServiceReply{Error: err})
 		return
 	}
-	u := &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.GetVersion(), Spec: spec}
 	if dep != nil {
 		dep.Rollback = true
+	}
+	a.propose(ctx, updateCommand(v, spec, dep), v.Id)
+}
+
+// updateCommand moves v to spec, starting dep (if any) in the same entry
+// with the traffic shares of its first state. It carries v's version, so a
+// change that slipped in since v was read is refused.
+func updateCommand(v *messages.Service, spec *messages.ServiceSpec, dep *messages.Deployment) *messages.Command {
+	u := &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.GetVersion(), Spec: spec}
+	if dep != nil {
 		u.Deployment = dep
+		// The store numbers the versions; the shares need them now.
 		u.TrafficWeights = weightsFor(&messages.Deployment{Strategy: dep.Strategy, FromVersion: v.SpecVersion, ToVersion: v.SpecVersion + 1, Weight: dep.Weight}, dep.State)
 	}
-	a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: u}}, v.Id)
+	return &messages.Command{Op: &messages.Command_UpdateService{UpdateService: u}}
 }

@@ -197,12 +197,7 @@ func (a *servicesAPI) updateService(ctx actor.Context, m *messages.UpdateService
 	a.withImage(ctx, m.Spec.Image, func() {
 		// Decided on v: the command carries its version, so a change that
 		// slipped in meanwhile (while the image was checked) is refused.
-		u := &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.GetVersion(), Spec: m.Spec}
-		if dep != nil {
-			u.Deployment = dep
-			u.TrafficWeights = weightsFor(&messages.Deployment{Strategy: dep.Strategy, FromVersion: v.SpecVersion, ToVersion: v.SpecVersion + 1, Weight: dep.Weight}, dep.State)
-		}
-		a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: u}}, v.Id)
+		a.propose(ctx, updateCommand(v, m.Spec, dep), v.Id)
 	})
 }
 

@@ -86,7 +86,12 @@ func (a *leaderActor) checkDrains(ctx actor.Context) {
 			keep = append(keep, d)
 			continue
 		}
-		if len(unconfirmed) > 0 {
+		switch {
+		case len(unconfirmed) == 0:
+		case d.task == "": // a netConfirm (a blue/green switch)
+			a.cfg.Log.Warn("a network view was not confirmed by every node in time",
+				zap.Uint64("index", d.index), zap.Strings("unconfirmed", unconfirmed), zap.Duration("waited", drainTimeout))
+		default:
 			a.cfg.Log.Warn("stopping a task before every node confirmed it no longer routes to it",
 				zap.String("task", d.task), zap.Strings("unconfirmed", unconfirmed), zap.Duration("waited", drainTimeout))
 		}
