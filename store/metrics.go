@@ -27,7 +27,30 @@ var (
 	descRaftStat = prometheus.NewDesc("warren_raft", "Raft figures of this manager (term, commit_index, applied_index, last_log_index, last_snapshot_index, num_peers).",
 		[]string{"stat"}, nil)
 	descIndex = prometheus.NewDesc("warren_state_index", "Raft index of the state this manager's replica has applied.", nil, nil)
+	descSnap  = prometheus.NewDesc("warren_raft_snapshot_size_bytes", "Size of this manager's newest raft snapshot (0: none taken yet).", nil, nil)
+	// descApply is the apply histogram's Desc; every store's histogram is
+	// built from the same options, so it has this Desc too.
+	descApply = newApplyHistogram().Desc()
 )
+
+// newApplyHistogram is the time from proposing a command to its being
+// applied on this manager (the leader): commit by a majority plus the FSM.
+func newApplyHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "warren_raft_apply_duration_seconds",
+		Help:    "Time from proposing a command to raft until it is applied on this manager (successful proposals).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+}
+
+// snapshotSize is the size of the newest snapshot on disk, 0 when none.
+func (s *Store) snapshotSize() int64 {
+	metas, err := s.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0
+	}
+	return metas[0].Size // List is newest first
+}
 
 // raftStats are the raft.Stats keys exported, each a number.
 var raftStats = []string{"term", "commit_index", "applied_index", "last_log_index", "last_snapshot_index", "num_peers"}
@@ -41,7 +64,7 @@ type collector struct{ get func() *Store }
 func NewCollector(get func() *Store) prometheus.Collector { return collector{get: get} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNodes, descServices, descTasksDesired, descTasksRunning, descTasks, descDeployments, descLeader, descRaftStat, descIndex} {
+	for _, d := range []*prometheus.Desc{descNodes, descServices, descTasksDesired, descTasksRunning, descTasks, descDeployments, descLeader, descRaftStat, descIndex, descSnap, descApply} {
 		ch <- d
 	}
 }
@@ -108,6 +131,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descLeader, leader)
 	gauge(descIndex, float64(st.Index()))
+	gauge(descSnap, float64(s.snapshotSize()))
+	s.applyDur.Collect(ch)
 	stats := s.Stats()
 	for _, k := range raftStats {
 		if v, err := strconv.ParseFloat(stats[k], 64); err == nil {

@@ -115,4 +115,19 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("warren_raft{stat=%q} = %v (found %v), want >= 1", stat, v, ok)
 		}
 	}
+	// Five applies above, each observed once, none slower than its timeout.
+	if h := fams["warren_raft_apply_duration_seconds"].GetMetric(); len(h) != 1 || h[0].GetHistogram().GetSampleCount() != 5 ||
+		h[0].GetHistogram().GetSampleSum() <= 0 || h[0].GetHistogram().GetSampleSum() > 25 {
+		t.Errorf("warren_raft_apply_duration_seconds = %v, want 5 samples summing to (0, 25] s", h)
+	}
+	if v, ok := value("warren_raft_snapshot_size_bytes", nil); !ok || v != 0 {
+		t.Errorf("warren_raft_snapshot_size_bytes before any snapshot = %v (found %v), want 0", v, ok)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	fams = scrape()
+	if v, ok := value("warren_raft_snapshot_size_bytes", nil); !ok || v < 100 {
+		t.Errorf("warren_raft_snapshot_size_bytes after a snapshot of a service, 2 nodes and 4 tasks = %v (found %v), want >= 100", v, ok)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapio"
 	"google.golang.org/protobuf/proto"
@@ -47,6 +48,9 @@ type Store struct {
 	leader chan bool
 	// openedAt is the last log index on disk at open: WaitReplayed's goal.
 	openedAt uint64
+	// applyDur observes Apply: propose to applied on this manager
+	// (metrics.go exports it).
+	applyDur prometheus.Histogram
 }
 
 // ErrNotLeader is returned by Apply on a follower.
@@ -113,7 +117,7 @@ func Open(cfg Config, bootstrap bool) (*Store, error) {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl,
 	})
-	s := &Store{cfg: cfg, logs: logs, snaps: snaps, trans: trans, State: NewState(), leader: make(chan bool, 16)}
+	s := &Store{cfg: cfg, logs: logs, snaps: snaps, trans: trans, State: NewState(), leader: make(chan bool, 16), applyDur: newApplyHistogram()}
 	s.fsm = &FSM{State: s.State, OnChange: cfg.OnChange}
 	rc := raftConfig(cfg.NodeID, hl)
 	if cfg.ForceNewCluster {
@@ -191,8 +195,13 @@ func (s *Store) Apply(cmd *messages.Command, timeout time.Duration) (*messages.C
 	if err != nil {
 		return nil, fmt.Errorf("marshal command: %w", err)
 	}
+	start := time.Now()
 	f := s.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
+	err = f.Error()
+	if err == nil {
+		s.applyDur.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
