@@ -152,6 +152,7 @@ type Command struct {
 	//	*Command_RemoveTasks
 	//	*Command_SetClusterInfo
 	//	*Command_SetDeployment
+	//	*Command_AppendAudit
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// Wall clock of the proposer, so every manager stamps the same times.
 	UnixNano      int64 `protobuf:"varint,20,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
@@ -295,6 +296,15 @@ func (x *Command) GetSetDeployment() *SetDeployment {
 	return nil
 }
 
+func (x *Command) GetAppendAudit() *AppendAudit {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AppendAudit); ok {
+			return x.AppendAudit
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetUnixNano() int64 {
 	if x != nil {
 		return x.UnixNano
@@ -350,6 +360,10 @@ type Command_SetDeployment struct {
 	SetDeployment *SetDeployment `protobuf:"bytes,11,opt,name=set_deployment,json=setDeployment,proto3,oneof"`
 }
 
+type Command_AppendAudit struct {
+	AppendAudit *AppendAudit `protobuf:"bytes,12,opt,name=append_audit,json=appendAudit,proto3,oneof"` // audit.proto
+}
+
 func (*Command_CreateService) isCommand_Op() {}
 
 func (*Command_UpdateService) isCommand_Op() {}
@@ -371,6 +385,8 @@ func (*Command_RemoveTasks) isCommand_Op() {}
 func (*Command_SetClusterInfo) isCommand_Op() {}
 
 func (*Command_SetDeployment) isCommand_Op() {}
+
+func (*Command_AppendAudit) isCommand_Op() {}
 
 type CreateService struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1220,7 +1236,10 @@ type StateSnapshot struct {
 	Tasks    []*Task                `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// Nodes removed with `node rm`: they may not register again (they join
 	// anew, with a new identity, after clearing their data dir).
-	RemovedNodes  []string `protobuf:"bytes,6,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
+	RemovedNodes []string `protobuf:"bytes,6,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
+	// The audit log (audit.proto) and the last seq it assigned.
+	Audit         []*AuditEntry `protobuf:"bytes,7,rep,name=audit,proto3" json:"audit,omitempty"`
+	AuditSeq      uint64        `protobuf:"varint,8,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1295,6 +1314,20 @@ func (x *StateSnapshot) GetRemovedNodes() []string {
 		return x.RemovedNodes
 	}
 	return nil
+}
+
+func (x *StateSnapshot) GetAudit() []*AuditEntry {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
 }
 
 type Change struct {
@@ -1469,7 +1502,7 @@ var File_store_proto protoreflect.FileDescriptor
 
 const file_store_proto_rawDesc = "" +
 	"\n" +
-	"\vstore.proto\x12\twarren.v1\x1a\vtypes.proto\"\xfd\x05\n" +
+	"\vstore.proto\x12\twarren.v1\x1a\vtypes.proto\x1a\vaudit.proto\"\xba\x06\n" +
 	"\aCommand\x12A\n" +
 	"\x0ecreate_service\x18\x01 \x01(\v2\x18.warren.v1.CreateServiceH\x00R\rcreateService\x12A\n" +
 	"\x0eupdate_service\x18\x02 \x01(\v2\x18.warren.v1.UpdateServiceH\x00R\rupdateService\x12A\n" +
@@ -1484,7 +1517,8 @@ const file_store_proto_rawDesc = "" +
 	"\fremove_tasks\x18\t \x01(\v2\x16.warren.v1.RemoveTasksH\x00R\vremoveTasks\x12E\n" +
 	"\x10set_cluster_info\x18\n" +
 	" \x01(\v2\x19.warren.v1.SetClusterInfoH\x00R\x0esetClusterInfo\x12A\n" +
-	"\x0eset_deployment\x18\v \x01(\v2\x18.warren.v1.SetDeploymentH\x00R\rsetDeployment\x12\x1b\n" +
+	"\x0eset_deployment\x18\v \x01(\v2\x18.warren.v1.SetDeploymentH\x00R\rsetDeployment\x12;\n" +
+	"\fappend_audit\x18\f \x01(\v2\x16.warren.v1.AppendAuditH\x00R\vappendAudit\x12\x1b\n" +
 	"\tunix_nano\x18\x14 \x01(\x03R\bunixNanoB\x04\n" +
 	"\x02op\"=\n" +
 	"\rCreateService\x12,\n" +
@@ -1553,14 +1587,16 @@ const file_store_proto_rawDesc = "" +
 	"\rCommandResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12&\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.warren.v1.ErrorR\x05error\x12\x10\n" +
-	"\x03ids\x18\x03 \x03(\tR\x03ids\"\xfa\x01\n" +
+	"\x03ids\x18\x03 \x03(\tR\x03ids\"\xc4\x02\n" +
 	"\rStateSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x120\n" +
 	"\acluster\x18\x02 \x01(\v2\x16.warren.v1.ClusterInfoR\acluster\x12%\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x0f.warren.v1.NodeR\x05nodes\x12.\n" +
 	"\bservices\x18\x04 \x03(\v2\x12.warren.v1.ServiceR\bservices\x12%\n" +
 	"\x05tasks\x18\x05 \x03(\v2\x0f.warren.v1.TaskR\x05tasks\x12#\n" +
-	"\rremoved_nodes\x18\x06 \x03(\tR\fremovedNodes\"\xb5\x01\n" +
+	"\rremoved_nodes\x18\x06 \x03(\tR\fremovedNodes\x12+\n" +
+	"\x05audit\x18\a \x03(\v2\x15.warren.v1.AuditEntryR\x05audit\x12\x1b\n" +
+	"\taudit_seq\x18\b \x01(\x04R\bauditSeq\"\xb5\x01\n" +
 	"\x06Change\x12#\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x13.warren.v1.ChangeOpR\x02op\x12.\n" +
 	"\aservice\x18\x02 \x01(\v2\x12.warren.v1.ServiceH\x00R\aservice\x12%\n" +
@@ -1623,12 +1659,14 @@ var file_store_proto_goTypes = []any{
 	(*StateChanged)(nil),       // 20: warren.v1.StateChanged
 	nil,                        // 21: warren.v1.UpdateService.TrafficWeightsEntry
 	nil,                        // 22: warren.v1.SetDeployment.TrafficWeightsEntry
-	(*Service)(nil),            // 23: warren.v1.Service
-	(*ServiceSpec)(nil),        // 24: warren.v1.ServiceSpec
-	(*Deployment)(nil),         // 25: warren.v1.Deployment
-	(*Node)(nil),               // 26: warren.v1.Node
-	(*Task)(nil),               // 27: warren.v1.Task
-	(*TaskStatus)(nil),         // 28: warren.v1.TaskStatus
+	(*AppendAudit)(nil),        // 23: warren.v1.AppendAudit
+	(*Service)(nil),            // 24: warren.v1.Service
+	(*ServiceSpec)(nil),        // 25: warren.v1.ServiceSpec
+	(*Deployment)(nil),         // 26: warren.v1.Deployment
+	(*Node)(nil),               // 27: warren.v1.Node
+	(*Task)(nil),               // 28: warren.v1.Task
+	(*TaskStatus)(nil),         // 29: warren.v1.TaskStatus
+	(*AuditEntry)(nil),         // 30: warren.v1.AuditEntry
 }
 var file_store_proto_depIdxs = []int32{
 	3,  // 0: warren.v1.Command.create_service:type_name -> warren.v1.CreateService
@@ -1642,34 +1680,36 @@ var file_store_proto_depIdxs = []int32{
 	12, // 8: warren.v1.Command.remove_tasks:type_name -> warren.v1.RemoveTasks
 	13, // 9: warren.v1.Command.set_cluster_info:type_name -> warren.v1.SetClusterInfo
 	5,  // 10: warren.v1.Command.set_deployment:type_name -> warren.v1.SetDeployment
-	23, // 11: warren.v1.CreateService.service:type_name -> warren.v1.Service
-	24, // 12: warren.v1.UpdateService.spec:type_name -> warren.v1.ServiceSpec
-	25, // 13: warren.v1.UpdateService.deployment:type_name -> warren.v1.Deployment
-	21, // 14: warren.v1.UpdateService.traffic_weights:type_name -> warren.v1.UpdateService.TrafficWeightsEntry
-	25, // 15: warren.v1.SetDeployment.deployment:type_name -> warren.v1.Deployment
-	22, // 16: warren.v1.SetDeployment.traffic_weights:type_name -> warren.v1.SetDeployment.TrafficWeightsEntry
-	26, // 17: warren.v1.UpsertNode.node:type_name -> warren.v1.Node
-	27, // 18: warren.v1.CreateTasks.tasks:type_name -> warren.v1.Task
-	27, // 19: warren.v1.UpdateTasks.tasks:type_name -> warren.v1.Task
-	14, // 20: warren.v1.UpdateTaskStatuses.updates:type_name -> warren.v1.TaskStatusUpdate
-	15, // 21: warren.v1.SetClusterInfo.info:type_name -> warren.v1.ClusterInfo
-	28, // 22: warren.v1.TaskStatusUpdate.status:type_name -> warren.v1.TaskStatus
-	0,  // 23: warren.v1.Error.code:type_name -> warren.v1.ErrorCode
-	16, // 24: warren.v1.CommandResult.error:type_name -> warren.v1.Error
-	15, // 25: warren.v1.StateSnapshot.cluster:type_name -> warren.v1.ClusterInfo
-	26, // 26: warren.v1.StateSnapshot.nodes:type_name -> warren.v1.Node
-	23, // 27: warren.v1.StateSnapshot.services:type_name -> warren.v1.Service
-	27, // 28: warren.v1.StateSnapshot.tasks:type_name -> warren.v1.Task
-	1,  // 29: warren.v1.Change.op:type_name -> warren.v1.ChangeOp
-	23, // 30: warren.v1.Change.service:type_name -> warren.v1.Service
-	27, // 31: warren.v1.Change.task:type_name -> warren.v1.Task
-	26, // 32: warren.v1.Change.node:type_name -> warren.v1.Node
-	19, // 33: warren.v1.StateChanged.changes:type_name -> warren.v1.Change
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	23, // 11: warren.v1.Command.append_audit:type_name -> warren.v1.AppendAudit
+	24, // 12: warren.v1.CreateService.service:type_name -> warren.v1.Service
+	25, // 13: warren.v1.UpdateService.spec:type_name -> warren.v1.ServiceSpec
+	26, // 14: warren.v1.UpdateService.deployment:type_name -> warren.v1.Deployment
+	21, // 15: warren.v1.UpdateService.traffic_weights:type_name -> warren.v1.UpdateService.TrafficWeightsEntry
+	26, // 16: warren.v1.SetDeployment.deployment:type_name -> warren.v1.Deployment
+	22, // 17: warren.v1.SetDeployment.traffic_weights:type_name -> warren.v1.SetDeployment.TrafficWeightsEntry
+	27, // 18: warren.v1.UpsertNode.node:type_name -> warren.v1.Node
+	28, // 19: warren.v1.CreateTasks.tasks:type_name -> warren.v1.Task
+	28, // 20: warren.v1.UpdateTasks.tasks:type_name -> warren.v1.Task
+	14, // 21: warren.v1.UpdateTaskStatuses.updates:type_name -> warren.v1.TaskStatusUpdate
+	15, // 22: warren.v1.SetClusterInfo.info:type_name -> warren.v1.ClusterInfo
+	29, // 23: warren.v1.TaskStatusUpdate.status:type_name -> warren.v1.TaskStatus
+	0,  // 24: warren.v1.Error.code:type_name -> warren.v1.ErrorCode
+	16, // 25: warren.v1.CommandResult.error:type_name -> warren.v1.Error
+	15, // 26: warren.v1.StateSnapshot.cluster:type_name -> warren.v1.ClusterInfo
+	27, // 27: warren.v1.StateSnapshot.nodes:type_name -> warren.v1.Node
+	24, // 28: warren.v1.StateSnapshot.services:type_name -> warren.v1.Service
+	28, // 29: warren.v1.StateSnapshot.tasks:type_name -> warren.v1.Task
+	30, // 30: warren.v1.StateSnapshot.audit:type_name -> warren.v1.AuditEntry
+	1,  // 31: warren.v1.Change.op:type_name -> warren.v1.ChangeOp
+	24, // 32: warren.v1.Change.service:type_name -> warren.v1.Service
+	28, // 33: warren.v1.Change.task:type_name -> warren.v1.Task
+	27, // 34: warren.v1.Change.node:type_name -> warren.v1.Node
+	19, // 35: warren.v1.StateChanged.changes:type_name -> warren.v1.Change
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_store_proto_init() }
@@ -1678,6 +1718,7 @@ func file_store_proto_init() {
 		return
 	}
 	file_types_proto_init()
+	file_audit_proto_init()
 	file_store_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_CreateService)(nil),
 		(*Command_UpdateService)(nil),
@@ -1690,6 +1731,7 @@ func file_store_proto_init() {
 		(*Command_RemoveTasks)(nil),
 		(*Command_SetClusterInfo)(nil),
 		(*Command_SetDeployment)(nil),
+		(*Command_AppendAudit)(nil),
 	}
 	file_store_proto_msgTypes[17].OneofWrappers = []any{
 		(*Change_Service)(nil),

@@ -101,6 +101,9 @@ func meta(old *messages.Meta, index uint64, now int64) *messages.Meta {
 func (s *State) Apply(index uint64, cmd *messages.Command) (*messages.CommandResult, []*messages.Change) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if a, ok := cmd.Op.(*messages.Command_AppendAudit); ok {
+		return s.appendAudit(index, a.AppendAudit, cmd.UnixNano), nil // not a cluster change: see appendAudit
+	}
 	if index > s.index {
 		s.index = index
 	}

@@ -22,6 +22,11 @@ type State struct {
 	bySvc    map[string]map[string]struct{}
 	byNode   map[string]map[string]struct{}
 	removed  map[string]bool // node ids removed with `node rm`
+	// The audit log (audit.go), oldest first; ids of the entries in it;
+	// the last seq assigned.
+	audit    []*messages.AuditEntry
+	auditIDs map[string]struct{}
+	auditSeq uint64
 }
 
 // NewState returns an empty state.
@@ -41,6 +46,7 @@ func (s *State) reset() {
 	s.bySvc = map[string]map[string]struct{}{}
 	s.byNode = map[string]map[string]struct{}{}
 	s.removed = map[string]bool{}
+	s.audit, s.auditIDs, s.auditSeq = nil, map[string]struct{}{}, 0
 }
 
 func clone[T proto.Message](m T) T { return proto.Clone(m).(T) }
@@ -198,6 +204,7 @@ func (s *State) Snapshot() *messages.StateSnapshot {
 		snap.RemovedNodes = append(snap.RemovedNodes, id)
 	}
 	sort.Strings(snap.RemovedNodes)
+	s.snapshotAudit(snap)
 	return snap
 }
 
@@ -228,6 +235,7 @@ func (s *State) restore(snap *messages.StateSnapshot) {
 	for _, id := range snap.RemovedNodes {
 		s.removed[id] = true
 	}
+	s.restoreAudit(snap)
 }
 
 // The put/del helpers keep the indexes right; callers hold mu.
