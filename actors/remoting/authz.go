@@ -57,6 +57,7 @@ var (
 		"warren.v1.PromoteNodeRequest", "warren.v1.DemoteNodeRequest", "warren.v1.RemoveNodeRequest",
 		"warren.v1.ImportImageChunk", "warren.v1.ListImagesRequest", "warren.v1.PullImageRequest",
 		"warren.v1.JoinTokenRequest",
+		"warren.v1.ListAuditRequest",
 		"warren.v1.DebugCrash", // refused by the api unless the node runs with --enable-debug
 	}
 	// adminEvents is following the events hub: subscribing, and the

@@ -37,6 +37,8 @@ const maxEnvelopes = 4096
 type guard struct {
 	system *actor.ActorSystem
 	log    *zap.Logger
+	// onRefused is Config.OnRefused (nil: nobody is told).
+	onRefused func(peer pki.Peer, target, typeName string)
 }
 
 // stream wraps the remoting stream: each frame is checked and stamped with
@@ -162,6 +164,9 @@ func (g *guard) check(b *remote.MessageBatch, who pki.Peer) error {
 		}
 		typeName, target := b.TypeNames[env.TypeId], b.Targets[env.Target].Id
 		if !Allowed(who.Role, target, typeName) {
+			if g.onRefused != nil {
+				g.onRefused(who, target, typeName)
+			}
 			return fmt.Errorf("%s %q may not send %s to %s", who.Role, who.Name, typeName, target)
 		}
 		// A peer's request names its own actors as the sender; a reply sent

@@ -49,6 +49,11 @@ type Config struct {
 	// each failed attempt. 0 keeps protoactor's 5. A CLI wants 1: it has
 	// other managers to try.
 	ConnectAttempts int
+	// OnRefused, if set, is told of every message refused because the
+	// peer's certificate role may not send its type to its target actor
+	// (the manager's audit log records them). It runs on the connection's
+	// goroutine, before the stream is cut: it must not block.
+	OnRefused func(peer pki.Peer, target, typeName string)
 }
 
 // Start configures and starts remoting on system and returns the address
@@ -66,7 +71,7 @@ func Start(system *actor.ActorSystem, cfg Config) (*remote.Remote, string, error
 	if log == nil {
 		log = zap.NewNop()
 	}
-	g := &guard{system: system, log: log}
+	g := &guard{system: system, log: log, onRefused: cfg.OnRefused}
 	creds := credentials.NewTLS(cfg.TLS)
 	opts := []remote.ConfigOption{
 		// protoactor's defaults preallocate a million-slot ring per
