@@ -59,6 +59,8 @@ type Containerd struct {
 	// unpacked: checking again costs several round trips on every create.
 	// An entry is dropped when a create from it finds a layer missing.
 	unpacked sync.Map
+	// logging, when set, keeps task output as rotated JSON lines (logs.go).
+	logging *LogOptions
 }
 
 var _ Runtime = (*Containerd)(nil)
@@ -367,9 +369,7 @@ func (r *Containerd) Start(ctx context.Context, id string) (uint32, error) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return 0, fmt.Errorf("start %s: create log directory: %w", id, err)
 		}
-		// The shim opens the file itself (append mode) and keeps it open, so
-		// output survives warren restarts and needs no copying by us.
-		ioc = cio.LogFile(p)
+		ioc = r.taskIO(p)
 	}
 	t, err := c.NewTask(ctx, ioc)
 	if errdefs.IsAlreadyExists(err) {
