@@ -25,7 +25,7 @@ func (n *Node) changeRole(role messages.NodeRole, certPEM, keyPEM, caPEM, signer
 	if !n.roleChanging.CompareAndSwap(false, true) {
 		return
 	}
-	log := n.cfg.Log.With(zap.String("node", n.File.NodeID[:12]))
+	log := setLogNode(n.cfg.Log, n.File.NodeID[:12])
 	cd := certDir(n.cfg.DataDir)
 	nf := *n.File
 	nf.Role = pki.RoleWorker

@@ -37,7 +37,7 @@ import (
 // netmesh actor and the worker agent every node runs.
 func (n *Node) start(ctx context.Context) error {
 	cfg, nf := n.cfg, n.File
-	log := cfg.Log.With(zap.String("node", nf.NodeID[:12]))
+	log := setLogNode(cfg.Log, nf.NodeID[:12]) // every line of the process carries the node id now
 	isManager := nf.Role == pki.RoleManager
 	cd := certDir(cfg.DataDir)
 	caPEM, err := os.ReadFile(filepath.Join(cd, "ca.pem"))
@@ -258,7 +258,10 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	// the cluster and raft figures of its replica. n.st is set before this
 	// runs and the server closes before the store does.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(store.NewCollector(func() *store.Store { return n.st }))
+	reg.MustRegister(store.NewCollector(func() *store.Store { return n.st }),
+		manager.NewCollector(func() *store.Store { return n.st }),
+		events.WatchRestarts(n.system),
+		worker.NewTaskCollector(n.rt, n.File.NodeID, log.Named("metrics")))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log)}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -112,7 +112,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 			a.routes[name] = route{roles: roles}
 		}
 		for _, c := range apiChildren {
-			pid, err := ctx.SpawnNamed(c.props(a.cfg), c.name)
+			pid, err := ctx.SpawnNamed(timedReplies(c.props(a.cfg)), c.name)
 			if err != nil {
 				a.cfg.Log.Error("spawn api child", zap.String("child", c.name), zap.Error(err))
 				continue
@@ -139,7 +139,7 @@ func (a *apiActor) Receive(ctx actor.Context) {
 		return
 	}
 	if r.to != nil {
-		ctx.Forward(r.to)
+		forwardTimed(ctx, r.to) // ctx.Forward, stamped for warren_api_request_duration_seconds
 		return
 	}
 	if m, ok := m.(*messages.DebugCrash); ok {

@@ -89,6 +89,7 @@ func (a *schedulerActor) next(ctx actor.Context) {
 // place creates new tasks already assigned to nodes: one raft write instead
 // of a create followed by an assignment.
 func (a *schedulerActor) place(ctx actor.Context, r placeRequest) {
+	received := time.Now()
 	st := a.cfg.Store.State
 	var unplaced, running []*messages.Task
 	for _, t := range st.Tasks(store.TaskFilter{}) {
@@ -116,6 +117,9 @@ func (a *schedulerActor) place(ctx actor.Context, r placeRequest) {
 	f := ctx.RequestFuture(storePID(ctx), &messages.Propose{Command: &messages.Command{Op: &messages.Command_CreateTasks{CreateTasks: &messages.CreateTasks{Tasks: r.m.Tasks}}}}, proposeTimeout+time.Second)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		a.inflight = false
+		if c, _ := res.(*messages.CommandResult); err == nil && c != nil && c.Error == nil {
+			observePlacement(pl.Assigned, received)
+		}
 		if r.sender != nil {
 			if err != nil {
 				res = &messages.CommandResult{Error: &messages.Error{Code: messages.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: err.Error()}}
@@ -181,6 +185,7 @@ func (a *schedulerActor) schedule(ctx actor.Context) {
 			a.next(ctx)
 			return
 		}
+		observePlacement(upd, time.Time{})
 		// Refusals alone are written; then wait for a change that helps.
 		if len(upd) > 0 && len(refused) > 0 {
 			a.dirty = true
