@@ -8,8 +8,10 @@
 //
 // protoactor's remote has no client-only connection: a reply travels over a
 // connection the receiver dials back to the sender's advertised address. So
-// every party, CLI included, runs an endpoint and presents a cluster-CA
-// certificate as both TLS server and TLS client.
+// every node runs an endpoint and presents a cluster-CA certificate as both
+// TLS server and TLS client. A client (the CLI) runs none: it opens one
+// gateway stream to a manager's remoting port (gateway.go), which carries
+// its requests, their replies and pushed events both ways.
 package remoting
 
 import (
@@ -23,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/warrenorch/warren/store/pki"
 )
@@ -72,6 +75,7 @@ func Start(system *actor.ActorSystem, cfg Config) (*remote.Remote, string, error
 		log = zap.NewNop()
 	}
 	g := &guard{system: system, log: log, onRefused: cfg.OnRefused}
+	gw := &gateway{system: system, log: log, onRefused: cfg.OnRefused}
 	creds := credentials.NewTLS(cfg.TLS)
 	opts := []remote.ConfigOption{
 		// protoactor's defaults preallocate a million-slot ring per
@@ -79,7 +83,12 @@ func Start(system *actor.ActorSystem, cfg Config) (*remote.Remote, string, error
 		remote.WithEndpointWriterQueueSize(1024),
 		remote.WithEndpointManagerQueueSize(1024),
 		remote.WithServerOptions(grpc.Creds(creds), grpc.StreamInterceptor(g.stream), grpc.UnaryInterceptor(g.unary),
-			grpc.MaxRecvMsgSize(MaxMessageBytes)),
+			grpc.MaxRecvMsgSize(MaxMessageBytes),
+			// The gateway (gateway.go) on the same port, behind the same
+			// TLS, size limit and interceptor; its clients ping to notice
+			// a dead manager on a quiet stream (events -f).
+			grpc.UnknownServiceHandler(gw.serve),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: GatewayKeepalive / 2, PermitWithoutStream: true})),
 		remote.WithDialOptions(grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes))),
 	}
 	if cfg.Advertise != "" {
