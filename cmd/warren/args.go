@@ -45,9 +45,24 @@ func interspersed(app *cli.App, args []string) []string {
 		return append(out, args[i:]...)
 	}
 	var pos []string
+	// Docker's order, `service create --name web IMAGE [CMD...]`: once
+	// --name came before the image, everything after the image is the
+	// command, flags included (sh -c, nginx -g ...), as in Docker.
+	dockerOrder := len(out) >= 3 && out[len(out)-2] == "service" && out[len(out)-1] == "create"
+	named := false
 	for ; i < len(args); i++ {
 		a := args[i]
 		switch {
+		case dockerOrder && named && !strings.HasPrefix(a, "-"):
+			pos = append(pos, args[i:]...)
+			i = len(args)
+		case a == "--name" || strings.HasPrefix(a, "--name="):
+			named = len(pos) == 0
+			out = append(out, a)
+			if a == "--name" && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
 		case a == "--":
 			pos = append(pos, args[i+1:]...)
 			i = len(args)

@@ -78,8 +78,9 @@ func clusterCommand() *cli.Command {
 					&cli.BoolFlag{Name: "rotate", Usage: "replace the token first; the old one stops working"},
 					&cli.DurationFlag{Name: "ttl", Usage: "the token stops working this long from now (e.g. 1h); an expired token is replaced when next asked for"},
 					&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the token"},
+					outputFlag(),
 				},
-				Action: withClient(clusterJoinToken),
+				Action: clusterJoinToken,
 			},
 			{
 				Name:   "info",
@@ -226,7 +227,15 @@ func clusterInfo(c *cli.Context, cl *client.Client) error {
 	return output(c, r, func() error { return renderClusterInfo(os.Stdout, r) })
 }
 
-func clusterJoinToken(c *cli.Context, cl *client.Client) error {
+// joinTokenRecord is `cluster join-token -o json`.
+type joinTokenRecord struct {
+	Role      string   `json:"role"`
+	Token     string   `json:"token"`
+	JoinAddrs []string `json:"join_addrs"`
+	Expires   string   `json:"expires,omitempty"` // RFC 3339, UTC
+}
+
+func clusterJoinToken(c *cli.Context) error {
 	if err := exactArgs(c, 1, "worker or manager"); err != nil {
 		return err
 	}
@@ -243,20 +252,32 @@ func clusterJoinToken(c *cli.Context, cl *client.Client) error {
 	if c.IsSet("ttl") && ttl < time.Second {
 		return fmt.Errorf("--ttl %v is too short: give at least 1s, or omit it for a token that does not expire", ttl)
 	}
-	r, err := cl.JoinToken(&messages.JoinTokenRequest{Role: role, Rotate: c.Bool("rotate"), TtlSeconds: int64((ttl + time.Second - 1) / time.Second)})
-	if err != nil {
-		return err
+	if c.Bool("quiet") && c.String("output") == "json" {
+		return fmt.Errorf("-q and -o json each choose the output: give one")
 	}
-	if c.Bool("quiet") {
-		fmt.Println(r.Token)
+	return withClient(func(c *cli.Context, cl *client.Client) error {
+		r, err := cl.JoinToken(&messages.JoinTokenRequest{Role: role, Rotate: c.Bool("rotate"), TtlSeconds: int64((ttl + time.Second - 1) / time.Second)})
+		if err != nil {
+			return err
+		}
+		if c.Bool("quiet") {
+			fmt.Println(r.Token)
+			return nil
+		}
+		if c.String("output") == "json" {
+			rec := joinTokenRecord{Role: c.Args().First(), Token: r.Token, JoinAddrs: r.JoinAddrs}
+			if r.ExpiresUnixNano != 0 {
+				rec.Expires = time.Unix(0, r.ExpiresUnixNano).UTC().Format(time.RFC3339)
+			}
+			return printLine(c, rec, "")
+		}
+		// The environment, not the command line: other local users see a
+		// process's arguments, not its environment.
+		fmt.Printf("To add a %s to this cluster, run on it:\n\n    WARREN_JOIN_TOKEN=%s %s cluster join %s\n\n", c.Args().First(), r.Token, prog(), strings.Join(r.JoinAddrs, " "))
+		if r.ExpiresUnixNano != 0 {
+			exp := time.Unix(0, r.ExpiresUnixNano)
+			fmt.Printf("The token expires at %s (in %s); then get a new one with `%s cluster join-token %s`.\n", exp.UTC().Format(time.RFC3339), time.Until(exp).Round(time.Second), prog(), c.Args().First())
+		}
 		return nil
-	}
-	// The environment, not the command line: other local users see a
-	// process's arguments, not its environment.
-	fmt.Printf("To add a %s to this cluster, run on it:\n\n    WARREN_JOIN_TOKEN=%s warren cluster join %s\n\n", c.Args().First(), r.Token, strings.Join(r.JoinAddrs, " "))
-	if r.ExpiresUnixNano != 0 {
-		exp := time.Unix(0, r.ExpiresUnixNano)
-		fmt.Printf("The token expires at %s (in %s); then get a new one with `warren cluster join-token %s`.\n", exp.UTC().Format(time.RFC3339), time.Until(exp).Round(time.Second), c.Args().First())
-	}
-	return nil
+	})(c)
 }

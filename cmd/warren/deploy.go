@@ -358,10 +358,10 @@ func nextSteps(st deployStatus) string {
 	d, name := st.d, st.svc.GetSpec().GetName()
 	switch d.GetState() {
 	case messages.DeploymentState_DEPLOYMENT_STATE_WEIGHTED:
-		return fmt.Sprintf("canary v%d gets %d%% of requests: `warren service promote %s --weight N` to change it, `warren service promote %s` to roll it out everywhere, `warren service rollback %s` to abort",
+		return fmt.Sprintf("canary v%d gets %d%% of requests: `"+prog()+" service promote %s --weight N` to change it, `"+prog()+" service promote %s` to roll it out everywhere, `"+prog()+" service rollback %s` to abort",
 			d.ToVersion, d.Weight, name, name, name)
 	case messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION:
-		return fmt.Sprintf("green v%d is healthy beside blue v%d, which still serves: `warren service promote %s` switches traffic, `warren service rollback %s` removes green",
+		return fmt.Sprintf("green v%d is healthy beside blue v%d, which still serves: `"+prog()+" service promote %s` switches traffic, `"+prog()+" service rollback %s` removes green",
 			d.ToVersion, d.FromVersion, name, name)
 	}
 	return ""

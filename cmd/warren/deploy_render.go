@@ -245,7 +245,7 @@ func (st deployStatus) stepAt(clock bool) string {
 	case messages.DeploymentState_DEPLOYMENT_STATE_DEPLOYING_GREEN:
 		out = fmt.Sprintf("green %d/%d healthy, blue serves", healthy, target)
 	case messages.DeploymentState_DEPLOYMENT_STATE_AWAITING_PROMOTION:
-		out = fmt.Sprintf("green ready, blue serves: `warren service promote %s` switches", name)
+		out = fmt.Sprintf("green ready, blue serves: `"+prog()+" service promote %s` switches", name)
 	case messages.DeploymentState_DEPLOYMENT_STATE_SWITCHED:
 		out = "traffic on green"
 	case messages.DeploymentState_DEPLOYMENT_STATE_GRACE:
@@ -470,7 +470,7 @@ func renderDeployment(w io.Writer, st deployStatus) error {
 	svc, d := st.svc, st.d
 	fmt.Fprintf(tw, "Service:\t%s (spec v%d)\n", svc.GetSpec().GetName(), svc.GetSpecVersion())
 	if d == nil {
-		fmt.Fprintf(tw, "Deployment:\tnone yet (`warren service update %s --image ...` starts one)\n", svc.GetSpec().GetName())
+		fmt.Fprintf(tw, "Deployment:\tnone yet (`"+prog()+" service update %s --image ...` starts one)\n", svc.GetSpec().GetName())
 	} else {
 		kind := strategyText(d, svc.GetSpec().GetUpdateConfig())
 		if d.Rollback {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -24,7 +23,7 @@ var version = "dev"
 func main() {
 	app := newApp()
 	if err := app.Run(interspersed(app, os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", friendly(err))
+		fmt.Fprintln(os.Stderr, "Error:", asInvoked(friendly(err)))
 		os.Exit(1)
 	}
 }
@@ -47,24 +46,21 @@ func friendly(err error) string {
 }
 
 func newApp() *cli.App {
-	name := filepath.Base(os.Args[0])
-	if name != "wrn" {
-		name = "warren"
-	}
 	return &cli.App{
-		Name:                 name,
+		Name:                 prog(),
 		Usage:                "a container orchestrator: Swarm's simplicity, with health-gated rollouts, canaries and an encrypted mesh",
 		Version:              version,
 		EnableBashCompletion: true,
 		Suggest:              true, // `warren servce` -> did you mean "service"?
 		// Values such as --env HOSTS=a,b keep their commas, as in Docker.
 		DisableSliceFlagSeparator: true,
-		HideHelpCommand:           true,
+		HideHelpCommand:           true, // helpCommand replaces it
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config-dir", Usage: "where the cluster address and credentials are", EnvVars: []string{"WARREN_CONFIG_DIR"}, Value: client.DefaultConfigDir()},
 			&cli.StringSliceFlag{Name: "manager", Usage: "manager address HOST:PORT (overrides the config)", EnvVars: []string{"WARREN_MANAGER"}},
-			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the cluster to answer", Value: 0},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the cluster to answer", DefaultText: "30s"},
 			&cli.BoolFlag{Name: "verbose", Usage: "print each step of reaching the cluster, with timings, on stderr", EnvVars: []string{"WARREN_VERBOSE"}},
+			cli.HelpFlag, // urfave adds it only when no command is named help, and helpCommand is
 		},
 		OnUsageError: usageError,
 		Commands: []*cli.Command{
@@ -75,6 +71,9 @@ func newApp() *cli.App {
 			eventsCommand(),
 			versionCommand(),
 			debugCommand(),
+			helpCommand(),
+			completionCommand(),
+			completeCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors once
 	}
@@ -121,6 +120,9 @@ func verboseLog(c *cli.Context) *zap.Logger {
 // withClient runs fn with a connected client and closes it.
 func withClient(fn func(c *cli.Context, cl *client.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
+		if err := checkOutput(c); err != nil { // a bad -o needs no cluster to be told
+			return err
+		}
 		cl, err := dial(c)
 		if err != nil {
 			return err

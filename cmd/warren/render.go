@@ -87,48 +87,8 @@ func renderServices(w io.Writer, list []*messages.ServiceSummary) error {
 	tw := table(w)
 	fmt.Fprintln(tw, "ID\tNAME\tMODE\tREPLICAS\tIMAGE\tPORTS")
 	for _, s := range list {
-		v := s.Service
-		var ports []string
-		for _, p := range v.Spec.GetPorts() {
-			if p.PublishedPort == 0 {
-				ports = append(ports, fmt.Sprintf("%d/%s", p.TargetPort, p.Protocol))
-			} else {
-				ports = append(ports, fmt.Sprintf("*:%d->%d/%s", p.PublishedPort, p.TargetPort, p.Protocol))
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", short(v.Id), v.Spec.GetName(), modeName(v.Spec), s.Running, s.Desired, v.Spec.GetImage(), strings.Join(ports, ","))
-	}
-	return tw.Flush()
-}
-
-func renderService(w io.Writer, v *messages.Service) error {
-	tw := table(w)
-	s := v.Spec
-	fmt.Fprintf(tw, "ID:\t%s\n", v.Id)
-	fmt.Fprintf(tw, "Name:\t%s\n", s.GetName())
-	fmt.Fprintf(tw, "Image:\t%s\n", s.GetImage())
-	fmt.Fprintf(tw, "Mode:\t%s\n", modeName(s))
-	if s.GetMode() != messages.ServiceMode_SERVICE_MODE_GLOBAL {
-		fmt.Fprintf(tw, "Replicas:\t%d\n", s.GetReplicas())
-	}
-	keys := make([]string, 0, len(s.GetEnv()))
-	for k := range s.GetEnv() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(tw, "Env:\t%s=%s\n", k, s.Env[k])
-	}
-	fmt.Fprintf(tw, "Version:\t%d (spec %d)\n", v.Meta.GetVersion(), v.SpecVersion)
-	if p := v.GetPreviousSpec(); p != nil {
-		fmt.Fprintf(tw, "Previous spec:\timage %s\n", p.GetImage())
-	}
-	if d := v.GetDeployment(); d != nil {
-		line := fmt.Sprintf("%s v%d → v%d, %s", strategyName(d.Strategy), d.FromVersion, d.ToVersion, deploymentStateName(d.State))
-		if d.Message != "" {
-			line += ": " + d.Message
-		}
-		fmt.Fprintf(tw, "Deployment:\t%s\n", line)
+		r := newServiceRow(s)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", short(r.ID), r.Name, r.Mode, r.Replicas, r.Image, r.Ports)
 	}
 	return tw.Flush()
 }
@@ -146,36 +106,9 @@ func renderTasks(w io.Writer, tasks []*messages.Task, nodes []*messages.Node, no
 	tw := table(w)
 	fmt.Fprintln(tw, "ID\tNAME\tNODE\tVERSION\tSIDE\tDESIRED\tCURRENT\tIP\tRESTARTS\tERROR")
 	for _, t := range tasks {
-		st := t.GetStatus()
-		name := fmt.Sprintf("%s.%d", t.ServiceName, t.Slot)
-		if t.Slot == 0 {
-			name = t.ServiceName + "." + short(t.NodeId)
-		}
-		node := names[t.NodeId]
-		if node == "" {
-			node = "-"
-		}
-		ip := st.GetIp()
-		if ip == "" {
-			ip = "-"
-		}
-		msg := st.GetErr()
-		if msg == "" && st.GetState() == messages.TaskState_TASK_STATE_PENDING {
-			msg = st.GetMessage()
-		}
-		state := events.TaskStateName(st.GetState())
-		if h := st.GetHealth(); h != messages.HealthState_HEALTH_STATE_NONE && st.GetState() == messages.TaskState_TASK_STATE_RUNNING {
-			state += " (" + strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_STATE_")) + ")"
-		}
-		version, side := "-", t.Side
-		if t.SpecVersion != 0 {
-			version = fmt.Sprintf("v%d", t.SpecVersion)
-		}
-		if side == "" {
-			side = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\n", short(t.Id), name, node, version, side,
-			events.TaskStateName(t.DesiredState), state, ago(now, st.GetTimestampUnixNano()), ip, st.GetRestartCount(), msg)
+		r := newTaskRow(t, names, now)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", short(r.ID), r.Name, r.Node, r.Version, r.Side,
+			r.DesiredState, r.CurrentState, r.IP, r.Restarts, r.Error)
 	}
 	return tw.Flush()
 }

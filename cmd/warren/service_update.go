@@ -541,7 +541,7 @@ func runUpdate(c *cli.Context, cl *client.Client, edits []specEdit) error {
 	}
 	if c.Bool("detach") {
 		return output(c, svc, func() error {
-			fmt.Printf("%s: %s deployment v%d → v%d started: `warren service deployment %s --follow` shows it\n",
+			fmt.Printf("%s: %s deployment v%d → v%d started: `"+prog()+" service deployment %s --follow` shows it\n",
 				name, strategyName(d.Strategy), d.FromVersion, d.ToVersion, name)
 			return nil
 		})

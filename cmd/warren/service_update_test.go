@@ -147,7 +147,10 @@ func TestUpdateFlags(t *testing.T) {
 		{name: "negative cpu", cur: cur, args: []string{"web", "--limit-cpu", "-1"}, wantErr: "invalid --limit-cpu -1"},
 		{name: "health setting without a check", cur: bare, args: []string{"api", "--health-interval", "5s"}, wantErr: "api has no health check to change: give --health-cmd too"},
 		{name: "health none with settings", cur: cur, args: []string{"web", "--health-cmd", "none", "--health-retries", "2"}, wantErr: "drop the other --health-* flags"},
-		{name: "bad health cmd", cur: cur, args: []string{"web", "--health-cmd", "ping"}, wantErr: "invalid --health-cmd"},
+		{name: "bad health cmd", cur: cur, args: []string{"web", "--health-cmd", "http example.com"}, wantErr: "invalid --health-cmd"},
+		{name: "shell health cmd", cur: cur, args: []string{"web", "--health-cmd", "curl -f http://localhost/ || exit 1"}, want: with(cur, func(s *messages.ServiceSpec) {
+			s.HealthCheck = &messages.HealthCheck{Kind: messages.HealthCheck_KIND_EXEC, ExecCommand: []string{"/bin/sh", "-c", "curl -f http://localhost/ || exit 1"}, Port: 80}
+		})},
 		{name: "unknown strategy", cur: cur, args: []string{"web", "--strategy", "big-bang"}, wantErr: `invalid --strategy "big-bang": use rolling, blue-green or canary`},
 		{name: "negative parallelism", cur: cur, args: []string{"web", "--update-parallelism", "-1"}, wantErr: "invalid --update-parallelism -1"},
 		{name: "negative delay", cur: cur, args: []string{"web", "--update-delay", "-5s"}, wantErr: "invalid --update-delay -5s: it cannot be negative"},
