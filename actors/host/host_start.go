@@ -258,10 +258,7 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	// the cluster and raft figures of its replica. n.st is set before this
 	// runs and the server closes before the store does.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(store.NewCollector(func() *store.Store { return n.st }),
-		manager.NewCollector(func() *store.Store { return n.st }),
-		events.WatchRestarts(n.system),
-		worker.NewTaskCollector(n.rt, n.File.NodeID, log.Named("metrics")))
+	reg := metricsRegistry(func() *store.Store { return n.st }, n.system, n.rt, n.File.NodeID, log.Named("metrics"))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log)}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -276,4 +273,13 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	}
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go n.metrics.Serve(ln)
+}
+
+// metricsRegistry holds every Warren family a node exports (docs/metrics.md):
+// the cluster, raft, scheduler and api figures of a manager (none while
+// st returns nil), actor restarts, and the tasks of this node.
+func metricsRegistry(st func() *store.Store, sys *actor.ActorSystem, rt worker.Containers, nodeID string, log *zap.Logger) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(store.NewCollector(st), manager.NewCollector(st), events.WatchRestarts(sys), worker.NewTaskCollector(rt, nodeID, log))
+	return reg
 }
