@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -21,7 +22,7 @@ type TaskConfig struct {
 	NodeID       string
 	Runtime      runtime.Runtime
 	Network      Network
-	LogDir       string // <LogDir>/<service id>/<task id>.log.<gen> (logs_read.go)
+	LogDir       string // <LogDir>/<task id>.log
 	CgroupParent string
 	// ResolvConf is mounted as the containers' /etc/resolv.conf (the node's
 	// DNS) once the file exists.
@@ -175,9 +176,7 @@ func (a *taskActor) containerSpec(netns string) runtime.ContainerSpec {
 	}
 }
 
-func (a *taskActor) logPath() string {
-	return TaskLogPath(a.cfg.LogDir, a.task.ServiceId, a.task.Id)
-}
+func (a *taskActor) logPath() string { return filepath.Join(a.cfg.LogDir, a.task.Id+".log") }
 
 // finished: the container stopped for good by its restart policy; the task
 // waits for the manager to shut it down.
