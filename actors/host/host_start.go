@@ -257,7 +257,6 @@ func (n *Node) serveMetrics(log *zap.Logger) {
 	// The process's own metrics (Go runtime, process) and, on a manager,
 	// the cluster and raft figures of its replica. n.st is set before this
 	// runs and the server closes before the store does.
-	reg := prometheus.NewRegistry()
 	reg := metricsRegistry(func() *store.Store { return n.st }, n.system, n.rt, n.File.NodeID, log.Named("metrics"))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log)}))
