@@ -1,7 +1,8 @@
 // Package client is Warren's public Go client: it connects a program to a
-// cluster as an actor (a short-lived remote endpoint with the admin
-// certificate, since protoactor replies over a connection dialled back to
-// the sender) and offers typed calls for the API and the event stream. The
+// cluster over one outbound connection to one manager's remoting port (the
+// manager's gateway, mutual TLS with the admin certificate; nothing dials
+// the client back, so it works behind NAT, through `ssh -L` and from a
+// container) and offers typed calls for the API and the event stream. The
 // CLI is built on it; so can any Go program (see examples/).
 package client
 
@@ -12,10 +13,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/remote"
 	"go.uber.org/zap"
 
 	"github.com/warrenorch/warren/actors/remoting"
@@ -36,13 +37,17 @@ type Options struct {
 
 // Client is a connection to a cluster.
 type Client struct {
+	// System runs the client's local actors (an events watcher); it has
+	// no remote endpoint: the gateway carries everything.
 	System   *actor.ActorSystem
-	remote   *remote.Remote
 	managers []string
-	cur      int
 	timeout  time.Duration
 	tls      *tls.Config
 	log      *zap.Logger
+
+	mu  sync.Mutex // guards cur and gw, which a failover replaces
+	cur int
+	gw  *gatewayConn // to managers[cur]
 }
 
 // Error is an error the cluster returned.
@@ -62,7 +67,7 @@ func DefaultConfigDir() string {
 	return filepath.Join(home, ".warren")
 }
 
-// Dial loads the credentials and starts the client's endpoint.
+// Dial loads the credentials and connects to a manager.
 func Dial(opts Options) (*Client, error) {
 	if opts.ConfigDir == "" {
 		opts.ConfigDir = DefaultConfigDir()
@@ -105,8 +110,7 @@ func Dial(opts Options) (*Client, error) {
 
 // DialTLS connects with explicit credentials. It picks the first manager,
 // in the given order, that completes the cluster's TLS handshake (see
-// pickManager) and listens on the local address of the route to it, since
-// that is where the manager dials back with replies.
+// pickManager) and opens the gateway stream to it.
 func DialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration) (*Client, error) {
 	return dialTLS(managers, tlsCfg, timeout, nil)
 }
@@ -120,28 +124,51 @@ func dialTLS(managers []string, tlsCfg *tls.Config, timeout time.Duration, log *
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach any manager (%v): is warren running there? start it with `warren cluster init`, or pass a live one with --manager HOST:PORT", err)
 	}
-	c.cur = p.index
-	local := p.local
 	c.System = actor.NewActorSystem(actor.WithLoggerFactory(loggerFactory(log)))
-	t0 := time.Now()
-	r, addr, err := remoting.Start(c.System, remoting.Config{Host: local, Port: 0, TLS: tlsCfg, ConnectAttempts: 1})
-	if err != nil {
-		return nil, err
+	if err := c.connect(p.index); err != nil {
+		return nil, fmt.Errorf("%w: is warren running there? pass a live manager with --manager HOST:PORT", err)
 	}
-	log.Debug("endpoint started", zap.String("addr", addr), zap.Duration("took", time.Since(t0)))
-	c.remote = r
 	return c, nil
 }
 
-// Close stops the client's endpoint.
+// connect opens the gateway stream to managers[i] and makes it the one in
+// use, closing the previous one.
+func (c *Client) connect(i int) error {
+	t0 := time.Now()
+	gw, err := openGateway(c.managers[i], c.tls, probeTimeout+c.timeout/4, c.System, c.log)
+	if err != nil {
+		return err
+	}
+	c.log.Debug("gateway stream opened", zap.String("manager", c.managers[i]), zap.Duration("took", time.Since(t0)))
+	c.mu.Lock()
+	old := c.gw
+	c.cur, c.gw = i, gw
+	c.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	return nil
+}
+
+// conn is the gateway stream in use and its manager's index.
+func (c *Client) conn() (*gatewayConn, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gw, c.cur
+}
+
+// Close ends the client's connection; the manager drops its subscriptions.
 func (c *Client) Close() {
-	if c.remote != nil {
-		c.remote.Shutdown(false)
+	if gw, _ := c.conn(); gw != nil {
+		gw.close()
 	}
 }
 
 // Manager is the address of the manager in use.
-func (c *Client) Manager() string { return c.managers[c.cur] }
+func (c *Client) Manager() string {
+	_, i := c.conn()
+	return c.managers[i]
+}
 
 // Request sends msg to the api actor of the manager in use and waits.
 func (c *Client) Request(msg any) (any, error) {
@@ -155,20 +182,29 @@ func (c *Client) RequestTimeout(msg any, timeout time.Duration) (any, error) {
 	defer func() {
 		c.log.Debug("request", zap.String("type", fmt.Sprintf("%T", msg)), zap.String("manager", c.Manager()), zap.Duration("took", time.Since(t0)))
 	}()
-	res, err := c.System.Root.RequestFuture(actor.NewPID(c.Manager(), remoting.ActorAPI), msg, timeout).Result()
+	gw, cur := c.conn()
+	res, err := gw.request(remoting.ActorAPI, msg, timeout)
 	// A dead letter was never delivered (no api there: a node that is no
-	// longer a manager, or one that went down after it was picked), so
-	// another manager cannot apply anything twice. The next is picked by
-	// probing, as at Dial: a dead one costs a probe, not ten seconds of
-	// protoactor's reconnect retries.
-	for tries := 1; errors.Is(err, actor.ErrDeadLetter) && tries < len(c.managers); tries++ {
-		p, perr := pickManager(c.managers, c.cur, c.tls, c.log)
+	// longer a manager), nor was a request whose stream was gone before it
+	// was written (the manager went down after it was picked), so another
+	// manager cannot apply anything twice. A request written to a stream
+	// that broke before the answer may have been applied: it is not sent
+	// again. The next manager is picked by probing, as at Dial: a dead one
+	// costs a probe, not a connect timeout.
+	for tries := 1; (errors.Is(err, actor.ErrDeadLetter) || errors.Is(err, errNotSent)) && tries < len(c.managers); tries++ {
+		c.log.Debug("request not delivered; trying another manager", zap.String("manager", c.managers[cur]), zap.Error(err))
+		p, perr := pickManager(c.managers, cur, c.tls, c.log)
 		if perr != nil {
 			c.log.Debug("no other manager answers", zap.Error(perr))
 			break
 		}
-		c.cur = p.index
-		res, err = c.System.Root.RequestFuture(actor.NewPID(c.Manager(), remoting.ActorAPI), msg, timeout).Result()
+		if err = c.connect(p.index); err != nil {
+			err = fmt.Errorf("%w: %v", errNotSent, err)
+			cur = p.index
+			continue
+		}
+		gw, cur = c.conn()
+		res, err = gw.request(remoting.ActorAPI, msg, timeout)
 	}
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
