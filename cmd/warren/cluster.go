@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/warrenorch/warren/actors/client"
 	"github.com/warrenorch/warren/actors/host"
@@ -38,6 +36,7 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "hostname", Usage: "node name (default: the machine's hostname)"},
 					&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9090", Usage: "Prometheus metrics and pprof address, plain HTTP without authentication: widen it (e.g. :9090) only on a trusted network; empty disables"},
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+					logFormatFlag(),
 					&cli.BoolFlag{Name: "enable-debug", Usage: "accept debug hooks such as `warren debug crash` (tests only)", Hidden: true},
 					&cli.IntFlag{Name: "join-port", Value: host.DefaultJoinPort, Usage: "port managers answer join requests on (HTTPS)"},
 					&cli.BoolFlag{Name: "force-new-cluster", Usage: "recovery when a majority of managers is lost for good: restart this manager as the only voter, keeping the state"},
@@ -64,6 +63,7 @@ func clusterCommand() *cli.Command {
 					&cli.StringFlag{Name: "hostname", Usage: "node name (default: the machine's hostname)"},
 					&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9090", Usage: "Prometheus metrics and pprof address, plain HTTP without authentication: widen it (e.g. :9090) only on a trusted network; empty disables"},
 					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+					logFormatFlag(),
 					&cli.BoolFlag{Name: "enable-debug", Hidden: true},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat (managers)"},
 					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (managers)"},
@@ -90,17 +90,6 @@ func clusterCommand() *cli.Command {
 			},
 		}),
 	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	var l zapcore.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", level)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(l)
-	cfg.Sampling = nil
-	return cfg.Build()
 }
 
 func clusterInit(c *cli.Context) error {
@@ -136,13 +125,13 @@ func joinTokenOf(c *cli.Context) (string, error) {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			if joined != nil { // the token is only checked against the cluster on resume
-				fmt.Fprintf(os.Stderr, "warren: warning: cannot read the join token (%v); resuming the joined node without it\n", err)
+				notice(c, nil, "warning: cannot read the join token (%v); resuming the joined node without it", err)
 				return "", nil
 			}
 			return "", fmt.Errorf("read the join token: %w", err)
 		}
 		if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o077 != 0 {
-			fmt.Fprintf(os.Stderr, "warren: warning: %s is readable by other users (mode %v): anyone who reads it can join this machine's cluster; chmod 600 it\n", file, st.Mode().Perm())
+			notice(c, nil, "warning: %s is readable by other users (mode %v): anyone who reads it can join this machine's cluster; chmod 600 it", file, st.Mode().Perm())
 		}
 		token = strings.TrimSpace(string(b))
 	case argv != "":
@@ -150,9 +139,9 @@ func joinTokenOf(c *cli.Context) (string, error) {
 		// their memory.
 		token = strings.Clone(argv)
 		if found, wiped := hideArg(token); found && wiped {
-			fmt.Fprintln(os.Stderr, "warren: warning: --token put the join token on the command line, where every local user could see it in ps and /proc while warren started (it is wiped from there now); use --token-file or WARREN_JOIN_TOKEN")
+			notice(c, nil, "warning: --token put the join token on the command line, where every local user could see it in ps and /proc while warren started (it is wiped from there now); use --token-file or WARREN_JOIN_TOKEN")
 		} else if found {
-			fmt.Fprintln(os.Stderr, "warren: warning: --token puts the join token on the command line, where every local user sees it in ps and /proc for as long as this node runs; use --token-file or WARREN_JOIN_TOKEN")
+			notice(c, nil, "warning: --token puts the join token on the command line, where every local user sees it in ps and /proc for as long as this node runs; use --token-file or WARREN_JOIN_TOKEN")
 		}
 	default:
 		token = strings.TrimSpace(env)
@@ -168,7 +157,7 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 	// A node daemon's heap is small and long-lived: collect at 50% growth
 	// rather than 100% to keep its resident size down on small machines.
 	debug.SetGCPercent(50)
-	log, err := newLogger(c.String("log-level"))
+	log, err := nodeLogger(c)
 	if err != nil {
 		return err
 	}
@@ -184,7 +173,7 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 	}
 	n, err := host.InitOrResume(ctx, cfg)
 	if err != nil {
-		return err
+		return nodeFailed(c, log, err)
 	}
 	for {
 		verb := "resumed"
@@ -195,25 +184,25 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 		if n.File.Role == "manager" {
 			creds = "; CLI credentials in " + c.String("config-dir")
 		}
-		fmt.Fprintf(os.Stderr, "warren: %s %s node %s of cluster %s at %s%s\n", verb, n.File.Role, n.File.NodeID[:12], n.File.ClusterID[:12], n.Addr, creds)
+		notice(c, log, "%s %s node %s of cluster %s at %s%s", verb, n.File.Role, n.File.NodeID[:12], n.File.ClusterID[:12], n.Addr, creds)
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(os.Stderr, "warren: stopping (containers keep running and are adopted on the next start)")
+			notice(c, log, "stopping (containers keep running and are adopted on the next start)")
 			n.Stop()
 			return nil
 		case why := <-n.Left():
-			fmt.Fprintf(os.Stderr, "warren: this node was removed from the cluster and has left it (%s): its tasks are stopped and its network removed\n", why)
+			notice(c, log, "this node was removed from the cluster and has left it (%s): its tasks are stopped and its network removed", why)
 			n.Stop()
 			return nil
 		case <-n.Restart():
-			fmt.Fprintln(os.Stderr, "warren: role changed; restarting the node (containers keep running)")
+			notice(c, log, "role changed; restarting the node (containers keep running)")
 			n.Stop()
 			cfg.ForceNewCluster = false // a recovery happens once
 			if err := host.DropRaft(cfg.DataDir); err != nil {
-				return err
+				return nodeFailed(c, log, err)
 			}
 			if n, err = host.InitOrResume(ctx, cfg); err != nil {
-				return err
+				return nodeFailed(c, log, err)
 			}
 		}
 	}
