@@ -27,15 +27,18 @@ const (
 
 type Event struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // per-node, increasing; history is kept in bbolt
-	UnixNano int64                  `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`                           // per-node, increasing; history is kept in bbolt
+	UnixNano int64                  `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"` // when it happened; the hub stamps "now" if the producer did not
 	// Dotted type: actor.started, actor.stopping, actor.restarting,
 	// actor.terminated, actor.failed, service.created, service.updated,
 	// service.deleted, task.created, task.running, task.failed, node.ready ...
-	Type          string            `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	Actor         string            `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`     // PID id of the actor concerned, if any
-	Subject       string            `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"` // object name or id
-	Message       string            `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Type    string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Actor   string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`     // PID id of the actor concerned, if any
+	Subject string `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"` // object name or id
+	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// Attributes the filters read: "service" (service name) on service.*,
+	// deployment.* and task.* events; "node" (node id) on task.* and node.*
+	// events; task.* events name their task in subject.
 	Attrs         map[string]string `protobuf:"bytes,7,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Node          string            `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"` // node that produced it
 	unknownFields protoimpl.UnknownFields
@@ -128,20 +131,121 @@ func (x *Event) GetNode() string {
 	return ""
 }
 
-// Tell the events hub to stream events to subscriber (a remote PID is fine).
-type SubscribeEvents struct {
+// EventFilter selects events on the hub, before they are sent. Values of
+// one field are alternatives (any may match); fields are all required.
+type EventFilter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subscriber    *actor.PID             `protobuf:"bytes,1,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
-	SinceSeq      uint64                 `protobuf:"varint,2,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"` // replay history after this seq (0 = none)
-	Replay        bool                   `protobuf:"varint,3,opt,name=replay,proto3" json:"replay,omitempty"`
-	TypePrefixes  []string               `protobuf:"bytes,4,rep,name=type_prefixes,json=typePrefixes,proto3" json:"type_prefixes,omitempty"` // empty = all
+	Types         []string               `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`                                         // type prefixes: "task." or "task.failed"
+	Services      []string               `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`                                   // service names (attrs["service"])
+	Nodes         []string               `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`                                         // node ids or id prefixes (attrs["node"], else the producing node)
+	Tasks         []string               `protobuf:"bytes,4,rep,name=tasks,proto3" json:"tasks,omitempty"`                                         // task ids or id prefixes (subject of task.* events)
+	SinceUnixNano int64                  `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"` // only events at or after this time (0 = no bound)
+	UntilUnixNano int64                  `protobuf:"varint,6,opt,name=until_unix_nano,json=untilUnixNano,proto3" json:"until_unix_nano,omitempty"` // the stream ends at the first event after this time (0 = no bound)
+	UntilSeq      uint64                 `protobuf:"varint,7,opt,name=until_seq,json=untilSeq,proto3" json:"until_seq,omitempty"`                  // the stream ends after this sequence number (0 = no bound)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventFilter) Reset() {
+	*x = EventFilter{}
+	mi := &file_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventFilter) ProtoMessage() {}
+
+func (x *EventFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventFilter.ProtoReflect.Descriptor instead.
+func (*EventFilter) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EventFilter) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *EventFilter) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *EventFilter) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *EventFilter) GetTasks() []string {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *EventFilter) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *EventFilter) GetUntilUnixNano() int64 {
+	if x != nil {
+		return x.UntilUnixNano
+	}
+	return 0
+}
+
+func (x *EventFilter) GetUntilSeq() uint64 {
+	if x != nil {
+		return x.UntilSeq
+	}
+	return 0
+}
+
+// Tell the events hub to stream events to subscriber (a remote PID is fine).
+// The hub sends EventBatch messages to subscriber, at most a few unacked at
+// a time: the subscriber acks each with EventsAck. A subscriber that falls
+// behind is fed from the history on disk, never from memory.
+type SubscribeEvents struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Subscriber   *actor.PID             `protobuf:"bytes,1,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	SinceSeq     uint64                 `protobuf:"varint,2,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`            // with replay: history after this seq (0 = all that is kept)
+	Replay       bool                   `protobuf:"varint,3,opt,name=replay,proto3" json:"replay,omitempty"`                                // send the history first, then live events, with no gap between them
+	TypePrefixes []string               `protobuf:"bytes,4,rep,name=type_prefixes,json=typePrefixes,proto3" json:"type_prefixes,omitempty"` // empty = all (merged with filter.types)
+	Filter       *EventFilter           `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// history_only: send what is recorded up to now (in range), then an
+	// EventBatch with end set, and drop the subscription.
+	HistoryOnly   bool `protobuf:"varint,6,opt,name=history_only,json=historyOnly,proto3" json:"history_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeEvents) Reset() {
 	*x = SubscribeEvents{}
-	mi := &file_events_proto_msgTypes[1]
+	mi := &file_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +257,7 @@ func (x *SubscribeEvents) String() string {
 func (*SubscribeEvents) ProtoMessage() {}
 
 func (x *SubscribeEvents) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[1]
+	mi := &file_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +270,7 @@ func (x *SubscribeEvents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEvents.ProtoReflect.Descriptor instead.
 func (*SubscribeEvents) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{1}
+	return file_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubscribeEvents) GetSubscriber() *actor.PID {
@@ -197,6 +301,20 @@ func (x *SubscribeEvents) GetTypePrefixes() []string {
 	return nil
 }
 
+func (x *SubscribeEvents) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SubscribeEvents) GetHistoryOnly() bool {
+	if x != nil {
+		return x.HistoryOnly
+	}
+	return false
+}
+
 type SubscribeEventsReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LastSeq       uint64                 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
@@ -206,7 +324,7 @@ type SubscribeEventsReply struct {
 
 func (x *SubscribeEventsReply) Reset() {
 	*x = SubscribeEventsReply{}
-	mi := &file_events_proto_msgTypes[2]
+	mi := &file_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +336,7 @@ func (x *SubscribeEventsReply) String() string {
 func (*SubscribeEventsReply) ProtoMessage() {}
 
 func (x *SubscribeEventsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[2]
+	mi := &file_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +349,7 @@ func (x *SubscribeEventsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEventsReply.ProtoReflect.Descriptor instead.
 func (*SubscribeEventsReply) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{2}
+	return file_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubscribeEventsReply) GetLastSeq() uint64 {
@@ -250,7 +368,7 @@ type UnsubscribeEvents struct {
 
 func (x *UnsubscribeEvents) Reset() {
 	*x = UnsubscribeEvents{}
-	mi := &file_events_proto_msgTypes[3]
+	mi := &file_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +380,7 @@ func (x *UnsubscribeEvents) String() string {
 func (*UnsubscribeEvents) ProtoMessage() {}
 
 func (x *UnsubscribeEvents) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[3]
+	mi := &file_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +393,7 @@ func (x *UnsubscribeEvents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeEvents.ProtoReflect.Descriptor instead.
 func (*UnsubscribeEvents) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{3}
+	return file_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UnsubscribeEvents) GetSubscriber() *actor.PID {
@@ -283,6 +401,144 @@ func (x *UnsubscribeEvents) GetSubscriber() *actor.PID {
 		return x.Subscriber
 	}
 	return nil
+}
+
+// EventBatch is what a subscriber receives: events in sequence order, none
+// twice, none skipped except those reported in missed.
+type EventBatch struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Every event up to seq has been sent or filtered out; ack with it.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The subscriber has caught up with the hub: what follows is live.
+	Live bool `protobuf:"varint,3,opt,name=live,proto3" json:"live,omitempty"`
+	// The stream ends here (history sent, or until reached); the hub has
+	// dropped the subscription.
+	End bool `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`
+	// Events the history dropped (retention) before they could be sent to
+	// this subscriber: the only gap a stream can have, and it is told.
+	Missed        uint64 `protobuf:"varint,5,opt,name=missed,proto3" json:"missed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EventBatch) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *EventBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EventBatch) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
+func (x *EventBatch) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *EventBatch) GetMissed() uint64 {
+	if x != nil {
+		return x.Missed
+	}
+	return 0
+}
+
+// EventsAck: subscriber has handled every batch up to seq; the hub may send
+// more. A relay acks on behalf of what it relays to.
+type EventsAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscriber    *actor.PID             `protobuf:"bytes,1,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventsAck) Reset() {
+	*x = EventsAck{}
+	mi := &file_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventsAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventsAck) ProtoMessage() {}
+
+func (x *EventsAck) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventsAck.ProtoReflect.Descriptor instead.
+func (*EventsAck) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EventsAck) GetSubscriber() *actor.PID {
+	if x != nil {
+		return x.Subscriber
+	}
+	return nil
+}
+
+func (x *EventsAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 var File_events_proto protoreflect.FileDescriptor
@@ -302,7 +558,15 @@ const file_events_proto_rawDesc = "" +
 	"\n" +
 	"AttrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\vEventFilter\x12\x14\n" +
+	"\x05types\x18\x01 \x03(\tR\x05types\x12\x1a\n" +
+	"\bservices\x18\x02 \x03(\tR\bservices\x12\x14\n" +
+	"\x05nodes\x18\x03 \x03(\tR\x05nodes\x12\x14\n" +
+	"\x05tasks\x18\x04 \x03(\tR\x05tasks\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12&\n" +
+	"\x0funtil_unix_nano\x18\x06 \x01(\x03R\runtilUnixNano\x12\x1b\n" +
+	"\tuntil_seq\x18\a \x01(\x04R\buntilSeq\"\xea\x01\n" +
 	"\x0fSubscribeEvents\x12*\n" +
 	"\n" +
 	"subscriber\x18\x01 \x01(\v2\n" +
@@ -310,14 +574,29 @@ const file_events_proto_rawDesc = "" +
 	"subscriber\x12\x1b\n" +
 	"\tsince_seq\x18\x02 \x01(\x04R\bsinceSeq\x12\x16\n" +
 	"\x06replay\x18\x03 \x01(\bR\x06replay\x12#\n" +
-	"\rtype_prefixes\x18\x04 \x03(\tR\ftypePrefixes\"1\n" +
+	"\rtype_prefixes\x18\x04 \x03(\tR\ftypePrefixes\x12.\n" +
+	"\x06filter\x18\x05 \x01(\v2\x16.warren.v1.EventFilterR\x06filter\x12!\n" +
+	"\fhistory_only\x18\x06 \x01(\bR\vhistoryOnly\"1\n" +
 	"\x14SubscribeEventsReply\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\"?\n" +
 	"\x11UnsubscribeEvents\x12*\n" +
 	"\n" +
 	"subscriber\x18\x01 \x01(\v2\n" +
 	".actor.PIDR\n" +
-	"subscriberB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
+	"subscriber\"\x86\x01\n" +
+	"\n" +
+	"EventBatch\x12(\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.warren.v1.EventR\x06events\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04live\x18\x03 \x01(\bR\x04live\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\bR\x03end\x12\x16\n" +
+	"\x06missed\x18\x05 \x01(\x04R\x06missed\"I\n" +
+	"\tEventsAck\x12*\n" +
+	"\n" +
+	"subscriber\x18\x01 \x01(\v2\n" +
+	".actor.PIDR\n" +
+	"subscriber\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seqB0Z.github.com/warrenorch/warren/messages;messagesb\x06proto3"
 
 var (
 	file_events_proto_rawDescOnce sync.Once
@@ -331,24 +610,30 @@ func file_events_proto_rawDescGZIP() []byte {
 	return file_events_proto_rawDescData
 }
 
-var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_events_proto_goTypes = []any{
 	(*Event)(nil),                // 0: warren.v1.Event
-	(*SubscribeEvents)(nil),      // 1: warren.v1.SubscribeEvents
-	(*SubscribeEventsReply)(nil), // 2: warren.v1.SubscribeEventsReply
-	(*UnsubscribeEvents)(nil),    // 3: warren.v1.UnsubscribeEvents
-	nil,                          // 4: warren.v1.Event.AttrsEntry
-	(*actor.PID)(nil),            // 5: actor.PID
+	(*EventFilter)(nil),          // 1: warren.v1.EventFilter
+	(*SubscribeEvents)(nil),      // 2: warren.v1.SubscribeEvents
+	(*SubscribeEventsReply)(nil), // 3: warren.v1.SubscribeEventsReply
+	(*UnsubscribeEvents)(nil),    // 4: warren.v1.UnsubscribeEvents
+	(*EventBatch)(nil),           // 5: warren.v1.EventBatch
+	(*EventsAck)(nil),            // 6: warren.v1.EventsAck
+	nil,                          // 7: warren.v1.Event.AttrsEntry
+	(*actor.PID)(nil),            // 8: actor.PID
 }
 var file_events_proto_depIdxs = []int32{
-	4, // 0: warren.v1.Event.attrs:type_name -> warren.v1.Event.AttrsEntry
-	5, // 1: warren.v1.SubscribeEvents.subscriber:type_name -> actor.PID
-	5, // 2: warren.v1.UnsubscribeEvents.subscriber:type_name -> actor.PID
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 0: warren.v1.Event.attrs:type_name -> warren.v1.Event.AttrsEntry
+	8, // 1: warren.v1.SubscribeEvents.subscriber:type_name -> actor.PID
+	1, // 2: warren.v1.SubscribeEvents.filter:type_name -> warren.v1.EventFilter
+	8, // 3: warren.v1.UnsubscribeEvents.subscriber:type_name -> actor.PID
+	0, // 4: warren.v1.EventBatch.events:type_name -> warren.v1.Event
+	8, // 5: warren.v1.EventsAck.subscriber:type_name -> actor.PID
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_events_proto_init() }
@@ -362,7 +647,7 @@ func file_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_proto_rawDesc), len(file_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

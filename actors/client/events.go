@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -10,17 +11,53 @@ import (
 	"github.com/warrenorch/warren/messages"
 )
 
-// EventOptions selects events.
+// EventOptions selects events. The manager's hub applies every filter, so
+// what is not wanted never crosses the network.
 type EventOptions struct {
-	Replay   bool     // send the stored history first
-	SinceSeq uint64   // with Replay: only events after this sequence number
+	Replay   bool     // send the stored history first, then follow with no gap between them
+	SinceSeq uint64   // with Replay or HistoryOnly: only events after this sequence number
 	Types    []string // type prefixes, e.g. "actor.", "service."; empty = all
+	// HistoryOnly: the history in range, then Events returns nil.
+	HistoryOnly bool
+	Services    []string // service names
+	Nodes       []string // node ids or id prefixes
+	Tasks       []string // task ids or id prefixes
+	Since       time.Time
+	// Until and UntilSeq end the stream at the first event past them.
+	Until    time.Time
+	UntilSeq uint64
+	// OnMissed is told how many events the hub's history dropped
+	// (retention) before they could be sent: a subscriber far behind.
+	// Nil ignores it; the stream goes on after the gap either way.
+	OnMissed func(n uint64)
 }
 
-// watcher is the local actor the hub streams events to.
+func (o EventOptions) subscribe(pid *actor.PID) *messages.SubscribeEvents {
+	f := &messages.EventFilter{Types: o.Types, Services: o.Services, Nodes: o.Nodes, Tasks: o.Tasks, UntilSeq: o.UntilSeq}
+	if !o.Since.IsZero() {
+		f.SinceUnixNano = o.Since.UnixNano()
+	}
+	if !o.Until.IsZero() {
+		f.UntilUnixNano = o.Until.UnixNano()
+	}
+	return &messages.SubscribeEvents{Subscriber: pid, Replay: o.Replay, SinceSeq: o.SinceSeq, HistoryOnly: o.HistoryOnly, Filter: f}
+}
+
+// delivery is one thing the watcher hands on: an event, a gap, or the end.
+type delivery struct {
+	ev     *messages.Event
+	missed uint64
+	end    bool
+}
+
+// watcher is the local actor the hub streams batches to. It acks a batch
+// once its events are in the channel: a slow reader stops the acks, and the
+// hub then stops sending (it holds nothing in memory for us; we catch up
+// from its history on disk).
 type watcher struct {
-	ch  chan<- *messages.Event
-	hub *actor.PID
+	ch   chan<- delivery
+	hub  *actor.PID
+	done bool
 }
 
 func (w *watcher) Receive(ctx actor.Context) {
@@ -28,26 +65,44 @@ func (w *watcher) Receive(ctx actor.Context) {
 	case *actor.Started:
 		// A manager that goes away ends the stream instead of hanging it.
 		ctx.Watch(w.hub)
-	case *messages.Event:
-		w.ch <- m
+	case *messages.EventBatch:
+		if w.done {
+			return
+		}
+		if m.Missed > 0 {
+			w.ch <- delivery{missed: m.Missed}
+		}
+		for _, ev := range m.Events {
+			w.ch <- delivery{ev: ev}
+		}
+		if m.End {
+			w.done = true
+			w.ch <- delivery{end: true}
+			return
+		}
+		// The ack names the subscriber the hub knows (here: this actor).
+		ctx.Send(w.hub, &messages.EventsAck{Subscriber: ctx.Self(), Seq: m.Seq})
 	case *actor.Terminated:
-		close(w.ch)
+		if !w.done {
+			w.done = true
+			close(w.ch)
+		}
 	}
 }
 
 // Events subscribes to the manager's events hub and calls fn for each event
-// until ctx ends or fn returns an error. The hub watches the subscriber and
-// drops it if this process goes away.
+// until ctx ends, fn returns an error, or (HistoryOnly, Until, UntilSeq)
+// the stream ends. The hub watches the subscriber and drops it if this
+// process goes away.
 func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(*messages.Event) error) error {
-	ch := make(chan *messages.Event, 1024)
+	ch := make(chan delivery, 1024)
 	hub := actor.NewPID(c.Manager(), remoting.ActorEvents)
 	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch, hub: hub} }), "watch-"+messages.NewID()[:8])
 	if err != nil {
 		return err
 	}
 	defer c.System.Root.Stop(pid)
-	sub := &messages.SubscribeEvents{Subscriber: pid, Replay: opts.Replay, SinceSeq: opts.SinceSeq, TypePrefixes: opts.Types}
-	if _, err := c.System.Root.RequestFuture(hub, sub, c.timeout).Result(); err != nil {
+	if _, err := c.System.Root.RequestFuture(hub, opts.subscribe(pid), c.timeout).Result(); err != nil {
 		return fmt.Errorf("subscribe to events on %s: %w", c.Manager(), err)
 	}
 	defer c.System.Root.Send(hub, &messages.UnsubscribeEvents{Subscriber: pid})
@@ -55,12 +110,20 @@ func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(*message
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-ch:
-			if !ok {
-				return fmt.Errorf("event stream from %s ended", c.Manager())
-			}
-			if err := fn(ev); err != nil {
-				return err
+		case d, ok := <-ch:
+			switch {
+			case !ok:
+				return fmt.Errorf("event stream from %s ended: the manager went away; run the command again to resume from the last sequence number shown (--since SEQ)", c.Manager())
+			case d.end:
+				return nil
+			case d.missed > 0:
+				if opts.OnMissed != nil {
+					opts.OnMissed(d.missed)
+				}
+			default:
+				if err := fn(d.ev); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -3,10 +3,11 @@ package events
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/scheduler"
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -14,63 +15,33 @@ import (
 	"github.com/warrenorch/warren/messages"
 )
 
-// The hub keeps at most HistoryLimit events and HistoryBytes of them on
-// disk, dropping the oldest first; one event is cut to MaxEventBytes.
-const (
-	HistoryLimit  = 10000
-	HistoryBytes  = 16 << 20
-	MaxEventBytes = 8 << 10
-)
-
-// bound cuts an event to MaxEventBytes: its message first, then its
-// attributes' values, then its attributes.
-func bound(ev *messages.Event) {
-	if proto.Size(ev) <= MaxEventBytes {
-		return
-	}
-	trim := func(s string, n int) string {
-		if len(s) > n {
-			return s[:n] + "…"
-		}
-		return s
-	}
-	ev.Message = trim(ev.Message, 2<<10)
-	ev.Type, ev.Subject, ev.Actor, ev.Node = trim(ev.Type, 256), trim(ev.Subject, 256), trim(ev.Actor, 256), trim(ev.Node, 256)
-	for k, v := range ev.Attrs {
-		ev.Attrs[k] = trim(v, 256)
-	}
-	if proto.Size(ev) > MaxEventBytes {
-		ev.Attrs = map[string]string{"truncated": "true"}
-	}
-}
-
-var bucket = []byte("events")
-
 // Hub is the events hub actor. It subscribes to the actor system's event
-// stream for events and state changes, numbers and stores them, and sends
-// them to its subscribers. A subscriber that goes away (its remote endpoint
-// closes) is watched and dropped.
+// stream for events and state changes, numbers them, keeps them in bbolt
+// within its Retention, and streams them to subscribers (stream.go). A
+// subscriber that goes away (its remote endpoint closes) is watched and
+// dropped.
 type Hub struct {
 	node string
 	path string
+	ret  Retention
 	log  *zap.Logger
 	db   *bolt.DB
-	seq  uint64
+	seq  uint64 // the last event recorded
 	// count and bytes are what the history holds on disk now.
 	count, bytes int
 	subs         map[string]*sub
 	esSub        *eventstream.Subscription
+	stopPrune    scheduler.CancelFunc
 }
 
-type sub struct {
-	pid      *actor.PID
-	prefixes []string
-}
+// pruneNow asks the hub to enforce its age bound (sent by its timer).
+type pruneNow struct{}
 
-// NewHub returns props for a hub storing history in the bbolt file at path.
-func NewHub(node, path string, log *zap.Logger) *actor.Props {
+// NewHub returns props for a hub storing history in the bbolt file at path,
+// within ret (zero fields take the defaults).
+func NewHub(node, path string, log *zap.Logger, ret Retention) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Hub{node: node, path: path, log: log, subs: map[string]*sub{}}
+		return &Hub{node: node, path: path, ret: ret.withDefaults(), log: log, subs: map[string]*sub{}}
 	})
 }
 
@@ -79,20 +50,8 @@ func (h *Hub) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		h.start(ctx)
-	case *actor.Stopping:
-		if h.esSub != nil {
-			ctx.ActorSystem().EventStream.Unsubscribe(h.esSub)
-		}
-		if h.db != nil {
-			h.db.Close()
-		}
-	case *actor.Restarting:
-		if h.esSub != nil {
-			ctx.ActorSystem().EventStream.Unsubscribe(h.esSub)
-		}
-		if h.db != nil {
-			h.db.Close()
-		}
+	case *actor.Stopping, *actor.Restarting:
+		h.close(ctx)
 	case *messages.Event:
 		h.record(ctx, m)
 	case *messages.StateChanged:
@@ -101,8 +60,14 @@ func (h *Hub) Receive(ctx actor.Context) {
 		}
 	case *actor.SupervisorEvent:
 		h.record(ctx, Supervision(h.node, m))
+	case *pruneNow:
+		h.update(func(b *bolt.Bucket) error { return h.prune(b, time.Now()) })
 	case *messages.SubscribeEvents:
 		h.subscribe(ctx, m)
+	case *messages.EventsAck:
+		h.ack(ctx, m)
+	case *pump:
+		h.pump(ctx, m.key)
 	case *messages.UnsubscribeEvents:
 		h.drop(ctx, m.Subscriber)
 	case *actor.Terminated:
@@ -111,7 +76,7 @@ func (h *Hub) Receive(ctx actor.Context) {
 }
 
 func (h *Hub) start(ctx actor.Context) {
-	db, err := bolt.Open(h.path, 0o600, nil)
+	db, err := bolt.Open(h.path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		panic(fmt.Errorf("open event history %s: %w", h.path, err))
 	}
@@ -119,21 +84,22 @@ func (h *Hub) start(ctx actor.Context) {
 	// power cut is fine, an fsync per event on a busy node is not.
 	db.NoSync = true
 	h.db = db
-	_ = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
+	h.count, h.bytes = 0, 0
+	h.update(func(b *bolt.Bucket) error {
 		if k, _ := b.Cursor().Last(); k != nil {
 			h.seq = binary.BigEndian.Uint64(k)
 		}
-		h.count, h.bytes = 0, 0
-		return b.ForEach(func(_, v []byte) error {
+		if err := b.ForEach(func(_, v []byte) error {
 			h.count++
 			h.bytes += len(v)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		// Bounds may have shrunk since the last run.
+		return h.prune(b, time.Now())
 	})
+	h.stopPrune = scheduler.NewTimerScheduler(ctx).SendRepeatedly(h.ret.Every, h.ret.Every, ctx.Self(), &pruneNow{})
 	self := ctx.Self()
 	root := ctx.ActorSystem().Root
 	// The event stream calls handlers synchronously on the publisher's
@@ -146,6 +112,21 @@ func (h *Hub) start(ctx actor.Context) {
 			root.Send(self, evt)
 		}
 	})
+}
+
+func (h *Hub) close(ctx actor.Context) {
+	if h.esSub != nil {
+		ctx.ActorSystem().EventStream.Unsubscribe(h.esSub)
+		h.esSub = nil
+	}
+	if h.stopPrune != nil {
+		h.stopPrune()
+		h.stopPrune = nil
+	}
+	if h.db != nil {
+		h.db.Close()
+		h.db = nil
+	}
 }
 
 // wanted: what the hub records from the event stream.
@@ -162,6 +143,24 @@ func wanted(evt any, self string) bool {
 	return false
 }
 
+// update runs fn in a write transaction on the history, logging a failure:
+// history is best effort, the node goes on without it.
+func (h *Hub) update(fn func(b *bolt.Bucket) error) {
+	if h.db == nil {
+		return
+	}
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		return fn(b)
+	})
+	if err != nil {
+		h.log.Warn("event history", zap.String("path", h.path), zap.Error(err))
+	}
+}
+
 func (h *Hub) record(ctx actor.Context, ev *messages.Event) {
 	bound(ev)
 	h.seq++
@@ -169,89 +168,22 @@ func (h *Hub) record(ctx actor.Context, ev *messages.Event) {
 	if ev.Node == "" {
 		ev.Node = h.node
 	}
+	now := time.Now()
+	if ev.UnixNano == 0 {
+		ev.UnixNano = now.UnixNano()
+	}
 	data, err := proto.Marshal(ev)
-	if err == nil {
-		err = h.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucket)
-			var k [8]byte
-			binary.BigEndian.PutUint64(k[:], ev.Seq)
-			if err := b.Put(k[:], data); err != nil {
-				return err
-			}
-			h.bytes += len(data)
-			h.count++
-			// Oldest first out, by count and by bytes: what bounds the disk
-			// is the bytes.
-			var old [][]byte
-			c := b.Cursor()
-			for k, v := c.First(); k != nil && (h.count > HistoryLimit || h.bytes > HistoryBytes); k, v = c.Next() {
-				h.bytes -= len(v)
-				h.count--
-				old = append(old, append([]byte(nil), k...))
-			}
-			for _, k := range old {
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
 	if err != nil {
-		h.log.Warn("record event", zap.Error(err))
-	}
-	for _, s := range h.subs {
-		if s.match(ev.Type) {
-			ctx.Send(s.pid, ev)
-		}
-	}
-}
-
-func (s *sub) match(typ string) bool {
-	if len(s.prefixes) == 0 {
-		return true
-	}
-	for _, p := range s.prefixes {
-		if strings.HasPrefix(typ, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func (h *Hub) subscribe(ctx actor.Context, m *messages.SubscribeEvents) {
-	if m.Subscriber == nil { // a ping: the hub is up and subscribed
-		ctx.Respond(&messages.SubscribeEventsReply{LastSeq: h.seq})
+		h.log.Warn("encode event", zap.String("type", ev.Type), zap.Error(err))
 		return
 	}
-	s := &sub{pid: m.Subscriber, prefixes: m.TypePrefixes}
-	if m.Replay {
-		_ = h.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucket).Cursor()
-			var k [8]byte
-			binary.BigEndian.PutUint64(k[:], m.SinceSeq+1)
-			for key, v := c.Seek(k[:]); key != nil; key, v = c.Next() {
-				ev := &messages.Event{}
-				if proto.Unmarshal(v, ev) == nil && s.match(ev.Type) {
-					ctx.Send(s.pid, ev)
-				}
-			}
-			return nil
-		})
-	}
-	h.subs[m.Subscriber.String()] = s
-	ctx.Watch(m.Subscriber)
-	if ctx.Sender() != nil {
-		ctx.Respond(&messages.SubscribeEventsReply{LastSeq: h.seq})
-	}
-}
-
-func (h *Hub) drop(ctx actor.Context, pid *actor.PID) {
-	if pid == nil {
-		return
-	}
-	if _, ok := h.subs[pid.String()]; ok {
-		delete(h.subs, pid.String())
-		ctx.Unwatch(pid)
-	}
+	h.update(func(b *bolt.Bucket) error {
+		if err := b.Put(seqKey(ev.Seq), data); err != nil {
+			return err
+		}
+		h.bytes += len(data)
+		h.count++
+		return h.prune(b, now)
+	})
+	h.live(ctx, ev)
 }

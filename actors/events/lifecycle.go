@@ -76,6 +76,7 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 		case *messages.Change_Service:
 			ev.Type = "service." + op(c.Op)
 			ev.Subject = o.Service.Spec.GetName()
+			ev.Attrs["service"] = ev.Subject // what `--filter service=` reads
 			ev.Attrs["replicas"] = fmt.Sprint(o.Service.Spec.GetReplicas())
 			ev.Attrs["image"] = o.Service.Spec.GetImage()
 			if d := o.Service.GetDeployment(); d != nil && d.Index == sc.Index {
@@ -108,6 +109,7 @@ func FromState(node string, sc *messages.StateChanged) []*messages.Event {
 		case *messages.Change_Node:
 			ev.Subject = o.Node.Description.GetHostname()
 			ev.Attrs["id"] = o.Node.Id
+			ev.Attrs["node"] = o.Node.Id // what `--filter node=` reads, as on task events
 			if c.Op == messages.ChangeOp_CHANGE_OP_UPDATE {
 				ev.Type = "node." + NodeStateName(o.Node.GetStatus().GetState())
 			} else {
@@ -154,7 +156,7 @@ func deploymentEvent(node string, now int64, index uint64, svc *messages.Service
 	state := strings.ReplaceAll(lower(d.State.String(), "DEPLOYMENT_STATE_"), "_", "-")
 	ev := &messages.Event{UnixNano: now, Node: node, Type: "deployment." + state, Subject: svc.Spec.GetName(), Message: d.Message,
 		Attrs: map[string]string{
-			"index": fmt.Sprint(index), "deployment": d.Id,
+			"index": fmt.Sprint(index), "deployment": d.Id, "service": svc.Spec.GetName(),
 			"strategy": strings.ReplaceAll(lower(d.Strategy.String(), "DEPLOY_STRATEGY_"), "_", "-"),
 			"from":     fmt.Sprint(d.FromVersion), "to": fmt.Sprint(d.ToVersion),
 			"updated": fmt.Sprintf("%d/%d", len(d.Updated), d.Total),

@@ -61,6 +61,10 @@ type Config struct {
 	Join    *JoinConfig
 	Version string
 	Log     *zap.Logger
+	// EventsMaxAge and EventsMaxCount bound the events history (see
+	// events.Retention; 0 takes its default).
+	EventsMaxAge   time.Duration
+	EventsMaxCount int
 }
 
 // JoinConfig is what `warren cluster join` is given.

@@ -78,7 +78,8 @@ func (n *Node) start(ctx context.Context) error {
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(slogFactory(log.Named("actor"))))
 	sys := n.system
-	hub, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events")), manager.NameEvents)
+	hub, err := sys.Root.SpawnNamed(events.NewHub(nf.NodeID, filepath.Join(cfg.DataDir, "events.db"), log.Named("events"),
+		events.Retention{MaxAge: cfg.EventsMaxAge, MaxCount: cfg.EventsMaxCount}), manager.NameEvents)
 	if err != nil {
 		return fmt.Errorf("start events hub: %w", err)
 	}

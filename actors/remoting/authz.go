@@ -63,7 +63,7 @@ var (
 	// adminEvents is following the events hub: subscribing, and the
 	// watch protoactor uses to notice either end going away.
 	adminEvents = []string{
-		"warren.v1.SubscribeEvents", "warren.v1.UnsubscribeEvents",
+		"warren.v1.SubscribeEvents", "warren.v1.UnsubscribeEvents", "warren.v1.EventsAck",
 		"actor.Watch", "actor.Unwatch", "actor.Terminated",
 	}
 )

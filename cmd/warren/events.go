@@ -2,61 +2,180 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/warrenorch/warren/actors/client"
+	"github.com/warrenorch/warren/actors/events"
 	"github.com/warrenorch/warren/messages"
 )
 
 func eventsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "events",
-		Usage: "show actor lifecycle and state-change events",
+		Usage: "show the manager's event history (actor lifecycle and state changes), or follow it",
+		Description: "Without -f, prints the history in range and exits; with -f, the history from --since (if given) then live events, with no gap and no duplicate between them.\n" +
+			"--since and --until take a duration back from now (1h, 30m), a time (RFC 3339: 2026-12-03T15:04:05Z) or a sequence number (1234).\n" +
+			"--filter KEY=VALUE, repeatable, KEY one of type (a prefix: task., task.failed), service (name), node (hostname, id or id prefix), task (id or prefix); " +
+			"values of one key are alternatives, different keys must all match.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep streaming new events"},
-			&cli.Uint64Flag{Name: "since", Usage: "only events after this sequence number"},
-			&cli.StringSliceFlag{Name: "type", Usage: "event type prefix, e.g. actor. or task. (repeatable)"},
+			&cli.StringFlag{Name: "since", Usage: "only events after this `DURATION|TIME|SEQ`"},
+			&cli.StringFlag{Name: "until", Usage: "stop at this `DURATION|TIME|SEQ`"},
+			&cli.StringSliceFlag{Name: "filter", Usage: "`KEY=VALUE` with KEY type, service, node or task (repeatable)"},
+			&cli.StringSliceFlag{Name: "type", Usage: "same as --filter type=PREFIX", Hidden: true},
 			outputFlag(),
 		},
 		OnUsageError: usageError,
-		Action: withClient(func(c *cli.Context, cl *client.Client) error {
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			var idle *time.Timer
-			if !c.Bool("follow") {
-				// History arrives before the subscription is confirmed;
-				// stop once it has gone quiet.
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithCancel(ctx)
-				defer cancel()
-				idle = time.AfterFunc(time.Second, cancel)
+		Action: func(c *cli.Context) error {
+			// Every flag is checked before any connection.
+			opts, err := eventOptions(c, time.Now())
+			if err != nil {
+				return err
 			}
-			json := c.String("output") == "json"
-			if !json && c.String("output") != "table" {
-				return errOutput
+			if err := checkOutput(c); err != nil {
+				return err
 			}
-			return cl.Events(ctx, client.EventOptions{Replay: !c.Bool("follow") || c.IsSet("since"), SinceSeq: c.Uint64("since"), Types: c.StringSlice("type")}, func(ev *messages.Event) error {
-				if idle != nil {
-					idle.Reset(300 * time.Millisecond)
-				}
-				if json {
-					b, err := protojson.Marshal(ev)
-					if err != nil {
-						return err
-					}
-					fmt.Println(string(b))
-					return nil
-				}
-				return renderEvent(os.Stdout, ev)
-			})
-		}),
+			return withClient(func(c *cli.Context, cl *client.Client) error { return followEvents(c, cl, opts) })(c)
+		},
+	}
+}
+
+// eventOptions turns the flags into the hub's selection.
+func eventOptions(c *cli.Context, now time.Time) (client.EventOptions, error) {
+	opts := client.EventOptions{HistoryOnly: !c.Bool("follow"), Types: c.StringSlice("type")}
+	for _, f := range c.StringSlice("filter") {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || v == "" {
+			return opts, fmt.Errorf("--filter %q: give KEY=VALUE, e.g. --filter type=task. or --filter service=web", f)
+		}
+		switch k {
+		case "type":
+			opts.Types = append(opts.Types, v)
+		case "service":
+			opts.Services = append(opts.Services, v)
+		case "node":
+			opts.Nodes = append(opts.Nodes, v)
+		case "task":
+			opts.Tasks = append(opts.Tasks, v)
+		default:
+			return opts, fmt.Errorf("--filter %q: unknown key %q: use type, service, node or task", f, k)
+		}
+	}
+	if s := c.String("since"); s != "" {
+		seq, t, err := seqOrTime("--since", s, now)
+		if err != nil {
+			return opts, err
+		}
+		opts.SinceSeq, opts.Since = seq, t
+		opts.Replay = true
+	}
+	if s := c.String("until"); s != "" {
+		seq, t, err := seqOrTime("--until", s, now)
+		if err != nil {
+			return opts, err
+		}
+		opts.UntilSeq, opts.Until = seq, t
+	}
+	return opts, nil
+}
+
+// seqOrTime reads a bound: a sequence number, a duration back from now or
+// a time.
+func seqOrTime(flag, s string, now time.Time) (uint64, time.Time, error) {
+	if seq, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return seq, time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return 0, time.Time{}, fmt.Errorf("%s %s: give a positive duration back from now (1h), not a negative one", flag, s)
+		}
+		return 0, now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return 0, t, nil
+		}
+	}
+	return 0, time.Time{}, fmt.Errorf("%s %q: give a duration back from now (1h, 30m), a time (2026-12-03T15:04:05Z) or a sequence number (1234)", flag, s)
+}
+
+func followEvents(c *cli.Context, cl *client.Client, opts client.EventOptions) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if !opts.Until.IsZero() && c.Bool("follow") {
+		// Following up to a time ends then, even if nothing happens.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, opts.Until)
+		defer cancel()
+	}
+	if len(opts.Nodes) > 0 {
+		// Events name nodes by id; people name them by hostname.
+		nodes, err := cl.ListNodes()
+		if err != nil {
+			return err
+		}
+		opts.Nodes = nodeIDs(opts.Nodes, nodes)
+	}
+	opts.OnMissed = func(n uint64) {
+		fmt.Fprintf(os.Stderr, "warren: %d events were dropped from the manager's history (its retention: --events-max-age, --events-max-count) before they could be shown; the stream goes on after them\n", n)
+	}
+	return cl.Events(ctx, opts, eventPrinter(os.Stdout, c.String("output") == "json"))
+}
+
+// nodeIDs replaces each hostname among names by its node's id; anything
+// else is passed on as an id or id prefix.
+func nodeIDs(names []string, nodes []*messages.Node) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		id := n
+		for _, node := range nodes {
+			if node.GetDescription().GetHostname() == n {
+				id = node.Id
+				break
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// eventRecord is one line of `warren events -o json`: stable keys, numbers
+// as numbers, for jq.
+type eventRecord struct {
+	Seq      uint64            `json:"seq"`
+	Time     string            `json:"time"` // RFC 3339, UTC, nanoseconds
+	UnixNano int64             `json:"unix_nano"`
+	Type     string            `json:"type"`
+	Node     string            `json:"node,omitempty"` // the node that recorded it
+	Actor    string            `json:"actor,omitempty"`
+	Subject  string            `json:"subject,omitempty"`
+	Message  string            `json:"message,omitempty"`
+	Service  string            `json:"service,omitempty"`
+	Task     string            `json:"task,omitempty"`
+	Attrs    map[string]string `json:"attrs,omitempty"`
+}
+
+func eventPrinter(w io.Writer, asJSON bool) func(*messages.Event) error {
+	if !asJSON {
+		return func(ev *messages.Event) error { return renderEvent(w, ev) }
+	}
+	enc := json.NewEncoder(w)
+	return func(ev *messages.Event) error {
+		return enc.Encode(eventRecord{
+			Seq: ev.Seq, Time: time.Unix(0, ev.UnixNano).UTC().Format(time.RFC3339Nano), UnixNano: ev.UnixNano,
+			Type: ev.Type, Node: ev.Node, Actor: ev.Actor, Subject: ev.Subject, Message: ev.Message,
+			Service: ev.Attrs["service"], Task: events.TaskOf(ev), Attrs: ev.Attrs,
+		})
 	}
 }
 
@@ -74,4 +193,26 @@ func debugCommand() *cli.Command {
 				})},
 		}),
 	}
+}
+
+// eventsMaxAgeFlag and eventsMaxCountFlag are the node flags (cluster init
+// and join) that bound its event history.
+func eventsMaxAgeFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "events-max-age", Value: events.DefaultMaxAge, Usage: "drop events older than this from the node's event history; 0 keeps them whatever their age",
+		Action: func(_ *cli.Context, d time.Duration) error {
+			if d < 0 {
+				return fmt.Errorf("--events-max-age %v: give a positive duration (168h), or 0 for no age limit", d)
+			}
+			return nil
+		}}
+}
+
+func eventsMaxCountFlag() cli.Flag {
+	return &cli.IntFlag{Name: "events-max-count", Value: events.DefaultMaxCount, Usage: "keep at most this many events in the node's event history (and at most 64 MiB of them)",
+		Action: func(_ *cli.Context, n int) error {
+			if n < 1 {
+				return fmt.Errorf("--events-max-count %d: give at least 1", n)
+			}
+			return nil
+		}}
 }
