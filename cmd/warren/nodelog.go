@@ -55,7 +55,8 @@ func nodeFailed(c *cli.Context, log *zap.Logger, err error) error {
 	if err == nil || c.String("log-format") != host.LogJSON || log == nil {
 		return err
 	}
-	log.Named("cli").Error("node stopped", zap.Error(err))
+	// The error says what to do; a stack of the CLI's frames would not.
+	log.Named("cli").WithOptions(zap.AddStacktrace(zap.FatalLevel)).Error("node stopped", zap.Error(err))
 	_ = log.Sync()
 	os.Exit(1)
 	return nil
