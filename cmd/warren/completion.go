@@ -44,7 +44,7 @@ var flagValues = map[string][]string{
 func completionCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "completion",
-		Usage:     "print a shell completion script: bash, zsh or fish (e.g. `source <(warren completion bash)` in ~/.bashrc)",
+		Usage:     "print a shell completion script: bash, zsh or fish (e.g. `source <(" + prog() + " completion bash)` in ~/.bashrc)",
 		ArgsUsage: "bash|zsh|fish",
 		Action: func(c *cli.Context) error {
 			if err := exactArgs(c, 1, "a shell: bash, zsh or fish"); err != nil {

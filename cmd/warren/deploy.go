@@ -42,7 +42,7 @@ func deploymentCommands() []*cli.Command {
 			Usage:     "move a deployment forward: a canary's share of requests (--weight), or all the way (a canary rolls the rest, a manual blue/green switches)",
 			ArgsUsage: "NAME",
 			Flags: append([]cli.Flag{
-				&cli.IntFlag{Name: "weight", Usage: "canary: percent of requests to the new version, 1-100 (without it: promote fully)"},
+				&cli.IntFlag{Name: "weight", Usage: "canary: percent of requests to the new version, 1-100", DefaultText: "promote fully"},
 			}, followFlags()...),
 			Action: deploymentControl("promote"),
 		},

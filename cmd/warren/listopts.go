@@ -106,7 +106,7 @@ func (o *listOpts) parseFormat(text string, row any) error {
 	}
 	// As in a shell's single quotes: \t and \n typed as two characters.
 	text = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(text)
-	t, err := template.New("format").Funcs(templateFuncs).Option("missingkey=error").Parse(text)
+	t, err := template.New("format").Funcs(templateFuncs).Parse(text)
 	if err == nil {
 		// A field the row lacks fails only when executed: try a zero row.
 		err = t.Execute(io.Discard, reflect.Zero(reflect.TypeOf(row)).Interface())
