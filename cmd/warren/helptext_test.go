@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"io"
 	"os"
 	"regexp"
@@ -111,11 +110,11 @@ func TestInvokedAsWrn(t *testing.T) {
 	}
 	dir := t.TempDir()
 	for args, want := range map[string]string{
-		"service create web":         "`wrn service create --name NAME IMAGE [CMD...]`",
-		"service ls --bogus":         "see `wrn service list --help`",
-		"service ls":                 "run `wrn cluster init` on this machine",
-		"node ps a b":                "`wrn node ps [NODE]`",
-		"service scale":              "`wrn service scale NAME=REPLICAS`",
+		"service create web": "`wrn service create --name NAME IMAGE [CMD...]`",
+		"service ls --bogus": "see `wrn service list --help`",
+		"service ls":         "run `wrn cluster init` on this machine",
+		"node ps a b":        "`wrn node ps [NODE]`",
+		"service scale":      "`wrn service scale NAME=REPLICAS`",
 	} {
 		got := runNoCluster(t, dir, strings.Fields(args)...)
 		if !strings.Contains(got, want) || strings.Contains(got, "warren ") {
@@ -123,5 +122,3 @@ func TestInvokedAsWrn(t *testing.T) {
 		}
 	}
 }
-
-var _ = flag.Parse
