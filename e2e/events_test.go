@@ -88,7 +88,9 @@ func TestEvents(t *testing.T) {
 		}
 	}()
 	defer func() { stop.Store(true); writes.Wait() }()
-	time.Sleep(2 * time.Second) // the seam falls in the middle of the writes
+	// The seam falls in the middle of the writes, after a history of a few
+	// batches to replay.
+	time.Sleep(5 * time.Second)
 
 	follower := exec.Command(warrenBin, "events", "-f", "--since", fmt.Sprint(older), "-o", "json")
 	follower.Env = append(os.Environ(), "WARREN_CONFIG_DIR="+m0.ConfigDir)
