@@ -77,6 +77,7 @@ func (h *Hub) subscribe(ctx actor.Context, m *messages.SubscribeEvents) {
 		if h.db != nil && m.SinceSeq == 0 {
 			// "All that is kept" has no gap before it.
 			_ = h.db.View(func(tx *bolt.Tx) error {
+				s.cursor = h.seq // nothing kept
 				if f := first(tx); f > 0 {
 					s.cursor = f - 1
 				}

@@ -333,3 +333,20 @@ func TestSlowSubscriberIsToldWhatItMissed(t *testing.T) {
 	}
 	checkRun(t, rest[1:], 1201, 1300, func(uint64) bool { return true })
 }
+
+// TestNothingKeptIsNoGap: when every event has aged out, "all that is
+// kept" is nothing, not a gap to report.
+func TestNothingKeptIsNoGap(t *testing.T) {
+	h := newHubTest(t)
+	h.ret = Retention{MaxAge: 20 * time.Millisecond, Every: 10 * time.Millisecond}
+	h.start()
+	for i := 0; i < 5; i++ {
+		h.system.Root.Send(h.hub, &messages.Event{Type: "x"})
+	}
+	h.ping()
+	time.Sleep(100 * time.Millisecond)
+	pid, ch := h.collector()
+	h.subscribe(pid, &messages.SubscribeEvents{HistoryOnly: true})
+	got := h.drain(pid, ch)
+	checkSeen(t, "history of nothing", got, []seen{{5, "end"}})
+}
