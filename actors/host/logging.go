@@ -65,8 +65,7 @@ func setLogNode(log *zap.Logger, id string) *zap.Logger {
 	return log.With(zap.String("node", id))
 }
 
-// nodeCore adds the node field to each line and keeps "component" and
-// "node" one key each: a "component" field given by code (the embedded
+// nodeCore adds the node field to each line and keeps every key once: a "component" field given by code (the embedded
 // containerd's) names the component, and a "node" field given by code (a
 // manager naming another node) becomes "subject_node".
 type nodeCore struct {
@@ -112,6 +111,10 @@ func (c *nodeCore) rewrite(fields []zapcore.Field) (string, []zapcore.Field) {
 			}
 		case "node":
 			f.Key = "subject_node"
+		case "level", "ts", "msg", "caller", "stacktrace":
+			// The encoder's own keys: a library's attribute of that name
+			// (protoactor's slog "level") must not make a second one.
+			f.Key = "attr_" + f.Key
 		}
 		out = append(out, f)
 	}

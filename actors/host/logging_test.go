@@ -26,7 +26,7 @@ func TestLoggerFields(t *testing.T) {
 	log = setLogNode(log, "0123456789ab")
 	early.Info("derived before, logged after")
 	log.Info("the process itself")
-	log.Named("manager").Named("api").Warn("nested", zap.String("node", "fedcba987654"))
+	log.Named("manager").Named("api").Warn("nested", zap.String("node", "fedcba987654"), zap.String("level", "ERROR"))
 	log.Named("containerd").With(zap.String("component", "containerd")).Error("own component field")
 	want := []struct{ component, node, subject string }{
 		{"join", NodeUnknown, ""},
