@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -22,7 +21,7 @@ type TaskConfig struct {
 	NodeID       string
 	Runtime      runtime.Runtime
 	Network      Network
-	LogDir       string // <LogDir>/<task id>.log
+	LogDir       string // <LogDir>/<service id>/<task id>.log.<gen> (logs_read.go)
 	CgroupParent string
 	// ResolvConf is mounted as the containers' /etc/resolv.conf (the node's
 	// DNS) once the file exists.
@@ -176,7 +175,9 @@ func (a *taskActor) containerSpec(netns string) runtime.ContainerSpec {
 	}
 }
 
-func (a *taskActor) logPath() string { return filepath.Join(a.cfg.LogDir, a.task.Id+".log") }
+func (a *taskActor) logPath() string {
+	return TaskLogPath(a.cfg.LogDir, a.task.ServiceId, a.task.Id)
+}
 
 // finished: the container stopped for good by its restart policy; the task
 // waits for the manager to shut it down.

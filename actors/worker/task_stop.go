@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -84,9 +83,8 @@ func (a *taskActor) teardown(ctx actor.Context, why string) {
 	if err := a.cfg.Network.Detach(c, a.task.Id); err != nil {
 		errs = append(errs, err)
 	}
-	if err := os.Remove(a.logPath()); err != nil && !os.IsNotExist(err) {
-		errs = append(errs, err)
-	}
+	// The task's log stays for `warren task logs`: worker/logs sweeps it
+	// (logs.go).
 	if len(errs) > 0 {
 		// Report and stay: the agent's next assignment retries the cleanup.
 		a.log.Warn("teardown incomplete", zap.Errors("errors", errs))

@@ -64,6 +64,7 @@ func main() {
 	threads := flag.Int("threads", 0, "hold this many OS threads at once, print how many and exit 0; the Go runtime exits 2 when the kernel refuses a thread (pids limit tests)")
 	flag.Parse()
 	allocFromEnv() // alloc.go: ALLOC_MB=50 holds 50 MB (per-task memory metric tests)
+	linesFromEnv() // lines.go: LINES_RATE=100 prints numbered lines (log tests)
 	if *isolation {
 		json.NewEncoder(os.Stdout).Encode(probeIsolation())
 		os.Exit(0)
