@@ -154,3 +154,26 @@ try warren service inspect ""
 		t.Errorf("completion with no cluster took %s", d)
 	}
 }
+
+// TestFishCompletionRuns loads the fish script and asks fish itself to
+// complete command lines (complete -C), as it does on TAB.
+func TestFishCompletionRuns(t *testing.T) {
+	if _, err := exec.LookPath("fish"); err != nil {
+		t.Skip("fish is not installed")
+	}
+	cmd := exec.Command("fish", "-c", `warren completion fish | source; complete -C "warren service "; echo ---; complete -C "wrn service create --mo"`)
+	cmd.Env = cliOnPath(t)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("fish: %v\n%s", err, out)
+	}
+	before, after, _ := strings.Cut(string(out), "---\n")
+	for _, w := range []string{"create", "inspect", "ps", "scale"} {
+		if !slices.Contains(strings.Fields(before), w) {
+			t.Errorf("warren service <TAB> in fish: no %q in %q", w, before)
+		}
+	}
+	if strings.TrimSpace(after) != "--mode" {
+		t.Errorf("wrn service create --mo<TAB> in fish: %q, want --mode", after)
+	}
+}
