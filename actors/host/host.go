@@ -65,6 +65,10 @@ type Config struct {
 	// events.Retention; 0 takes its default).
 	EventsMaxAge   time.Duration
 	EventsMaxCount int
+	// TaskLogs caps each task's log files (runtime.LogOptions; 0 takes
+	// the defaults). Its Binary, the logger the shim runs, defaults to
+	// this executable.
+	TaskLogs runtime.LogOptions
 }
 
 // JoinConfig is what `warren cluster join` is given.

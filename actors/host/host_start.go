@@ -75,6 +75,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := n.setTaskLogs(); err != nil {
+		return err
+	}
 
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(slogFactory(log.Named("actor"))))
 	sys := n.system
@@ -135,6 +138,9 @@ func (n *Node) start(ctx context.Context) error {
 	// the network; it starts first, so the agent's first set finds it.
 	if n.netmesh, err = sys.Root.SpawnNamed(worker.NewNetMesh(worker.NetMeshConfig{Kernel: kernel{n}, Log: log.Named("netmesh")}), worker.NameNetMesh); err != nil {
 		return fmt.Errorf("start netmesh: %w", err)
+	}
+	if _, err := sys.Root.SpawnNamed(worker.NewLogs(worker.LogsConfig{NodeID: nf.NodeID, Dir: logDir, Runtime: n.rt, Log: log.Named("logs")}), worker.NameLogs); err != nil {
+		return fmt.Errorf("start the log reader: %w", err)
 	}
 	if _, err := sys.Root.SpawnNamed(worker.NewAgent(worker.AgentConfig{
 		NodeID: nf.NodeID, Role: role, Description: desc,

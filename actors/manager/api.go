@@ -71,6 +71,7 @@ var apiChildren = []apiChild{
 	{"nodes", nodesTable, newNodesAPI},
 	{"images", imagesTable, newImagesAPI},
 	{"cluster", clusterTable, newClusterAPI},
+	{"logs", logsTable, newLogsAPI},
 }
 
 // apiTable is what the api answers itself.

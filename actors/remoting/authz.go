@@ -11,6 +11,10 @@ import (
 const (
 	ActorAPI    = "manager/api"
 	ActorEvents = "events"
+	// ActorLogs is a node's task log reader; only managers ask it.
+	ActorLogs = "worker/logs"
+	// ActorDf counts a node's disk use; only managers ask it.
+	ActorDf = "worker/df"
 )
 
 // Targets that rules name besides plain actor ids.
@@ -57,7 +61,9 @@ var (
 		"warren.v1.PromoteNodeRequest", "warren.v1.DemoteNodeRequest", "warren.v1.RemoveNodeRequest",
 		"warren.v1.ImportImageChunk", "warren.v1.ListImagesRequest", "warren.v1.PullImageRequest",
 		"warren.v1.JoinTokenRequest",
+		"warren.v1.ReadLogsRequest",
 		"warren.v1.ListAuditRequest",
+		"warren.v1.SystemDfRequest",
 		"warren.v1.DebugCrash", // refused by the api unless the node runs with --enable-debug
 	}
 	// adminEvents is following the events hub: subscribing, and the
@@ -74,7 +80,7 @@ var Rules = []Rule{
 		Whose: "any: managers run the cluster (store proposals, pushes, forwarding, supervision)"},
 	{Role: pki.RoleWorker, Target: ActorAPI, Types: nodeProtocol,
 		Whose: "its own node only: the node id in the message must be the certificate's; its role comes from the state, never the message"},
-	{Role: pki.RoleWorker, Target: TargetFuture, Types: []string{"warren.v1.ImportImageReply", "actor.DeadLetterResponse"},
+	{Role: pki.RoleWorker, Target: TargetFuture, Types: []string{"warren.v1.ImportImageReply", "warren.v1.ReadNodeLogsReply", "warren.v1.NodeDiskUsage", "actor.DeadLetterResponse"},
 		Whose: "answers to requests a manager sent it"},
 	{Role: pki.RoleAdmin, Target: ActorAPI, Types: adminAPI,
 		Whose: "the whole cluster"},

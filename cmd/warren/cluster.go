@@ -42,7 +42,7 @@ func clusterCommand() *cli.Command {
 					&cli.BoolFlag{Name: "force-new-cluster", Usage: "recovery when a majority of managers is lost for good: restart this manager as the only voter, keeping the state"},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat"},
 					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (their replacements run elsewhere from the moment it is down)"},
-					eventsMaxAgeFlag(), eventsMaxCountFlag(),
+					eventsMaxAgeFlag(), eventsMaxCountFlag(), logMaxSizeFlag(), logMaxFilesFlag(),
 				},
 				Action: clusterInit,
 			},
@@ -68,7 +68,7 @@ func clusterCommand() *cli.Command {
 					&cli.BoolFlag{Name: "enable-debug", Hidden: true},
 					&cli.DurationFlag{Name: "node-down-after", Value: 10 * time.Second, Usage: "mark a node down after this long without a heartbeat (managers)"},
 					&cli.DurationFlag{Name: "max-disconnect", Value: time.Hour, Usage: "forget stopped tasks of a node down this long (managers)"},
-					eventsMaxAgeFlag(), eventsMaxCountFlag(),
+					eventsMaxAgeFlag(), eventsMaxCountFlag(), logMaxSizeFlag(), logMaxFilesFlag(),
 				},
 				Action: clusterJoin,
 			},
@@ -173,6 +173,7 @@ func runNode(c *cli.Context, join *host.JoinConfig) error {
 		MetricsAddr: c.String("metrics-addr"), NodeDownAfter: c.Duration("node-down-after"), MaxDisconnect: c.Duration("max-disconnect"),
 		ForceNewCluster: c.Bool("force-new-cluster"), Join: join, Version: version, Log: log,
 		EventsMaxAge: c.Duration("events-max-age"), EventsMaxCount: c.Int("events-max-count"),
+		TaskLogs: taskLogOptions(c),
 	}
 	n, err := host.InitOrResume(ctx, cfg)
 	if err != nil {

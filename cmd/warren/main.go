@@ -66,6 +66,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			clusterCommand(),
 			serviceCommand(),
+			taskCommand(),
 			nodeCommand(),
 			imageCommand(),
 			eventsCommand(),
