@@ -3,12 +3,17 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/containerd/containerd/content"
+	"github.com/containerd/containerd/snapshots"
 )
 
 // TaskStats is what a task's container has used, read from the kernel at
@@ -184,4 +189,76 @@ func parseNetDev(b []byte) (rx, tx uint64, err error) {
 		return 0, 0, errors.New("net/dev: no interfaces")
 	}
 	return rx, tx, sc.Err()
+}
+
+// DiskUsage is what this runtime's namespace holds on disk, in bytes.
+type DiskUsage struct {
+	ImagesBytes     int64 // image content (compressed blobs) plus unpacked (committed) layers
+	Images          int
+	ContainersBytes int64 // the containers' writable (active) layers
+	Containers      int
+}
+
+// DiskUsage adds up the namespace's image content, its snapshots (an
+// image's unpacked layers count as images, a container's writable layer
+// as the container's) and counts images and containers.
+func (r *Containerd) DiskUsage(ctx context.Context) (DiskUsage, error) {
+	var u DiskUsage
+	imgs, err := r.client.ImageService().List(ctx)
+	if err != nil {
+		return u, fmt.Errorf("list images: %w", err)
+	}
+	u.Images = len(imgs)
+	cs, err := r.client.Containers(ctx)
+	if err != nil {
+		return u, fmt.Errorf("list containers: %w", err)
+	}
+	u.Containers = len(cs)
+	if err := r.client.ContentStore().Walk(ctx, func(info content.Info) error {
+		u.ImagesBytes += info.Size
+		return nil
+	}); err != nil {
+		return u, fmt.Errorf("walk image content: %w", err)
+	}
+	sn := r.client.SnapshotService(snapshotter)
+	var infos []snapshots.Info
+	if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		infos = append(infos, info)
+		return nil
+	}); err != nil {
+		return u, fmt.Errorf("walk snapshots: %w", err)
+	}
+	for _, info := range infos {
+		us, err := sn.Usage(ctx, info.Name)
+		if err != nil {
+			continue // removed since the walk
+		}
+		if info.Kind == snapshots.KindActive {
+			u.ContainersBytes += us.Size
+		} else {
+			u.ImagesBytes += us.Size
+		}
+	}
+	return u, nil
+}
+
+// DirSize is the bytes of the regular files under path (0 when it does not
+// exist): a node's log, raft and data directories for `system df`.
+func DirSize(path string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n, err
 }

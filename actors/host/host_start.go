@@ -134,6 +134,12 @@ func (n *Node) start(ctx context.Context) error {
 		desc.RaftAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.RaftPort))
 		desc.JoinAddr = net.JoinHostPort(nf.Advertise, strconv.Itoa(nf.JoinPort))
 	}
+	// The df actor counts this node's disk use when a manager asks
+	// (`system df`).
+	if _, err := sys.Root.SpawnNamed(worker.NewDf(worker.DfConfig{NodeID: nf.NodeID, Hostname: cfg.Hostname, DataDir: cfg.DataDir,
+		Runtime: n.rt, Log: log.Named("df")}), worker.NameDf); err != nil {
+		return fmt.Errorf("start the df actor: %w", err)
+	}
 	// The netmesh actor programs what the agent's assignment sets say of
 	// the network; it starts first, so the agent's first set finds it.
 	if n.netmesh, err = sys.Root.SpawnNamed(worker.NewNetMesh(worker.NetMeshConfig{Kernel: kernel{n}, Log: log.Named("netmesh")}), worker.NameNetMesh); err != nil {

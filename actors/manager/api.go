@@ -72,6 +72,7 @@ var apiChildren = []apiChild{
 	{"images", imagesTable, newImagesAPI},
 	{"cluster", clusterTable, newClusterAPI},
 	{"logs", logsTable, newLogsAPI},
+	{"system", systemTable, newSystemAPI},
 }
 
 // apiTable is what the api answers itself.

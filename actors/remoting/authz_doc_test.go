@@ -67,6 +67,7 @@ func TestEveryRequestDecided(t *testing.T) {
 	notAdmin := map[string]string{
 		"warren.v1.CertificateRequest": "the node protocol",
 		"warren.v1.ResyncRequest":      "managers ask their nodes",
+		"warren.v1.NodeDfRequest":      "managers ask their nodes (system df)",
 		"warren.v1.JoinRequest":        "the HTTPS join endpoint, not remoting",
 	}
 	admin := map[string]bool{}
