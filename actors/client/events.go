@@ -55,9 +55,12 @@ type delivery struct {
 // hub then stops sending (it holds nothing in memory for us; we catch up
 // from its history on disk).
 type watcher struct {
-	ch   chan<- delivery
-	hub  *actor.PID
-	done bool
+	ch  chan<- delivery
+	hub *actor.PID // a local proxy of the hub (see gatewayConn.proxy)
+	// relay is the subscriber the hub knows: the client's relay on the
+	// manager, which passes the batches here.
+	relay *actor.PID
+	done  bool
 }
 
 func (w *watcher) Receive(ctx actor.Context) {
@@ -80,8 +83,7 @@ func (w *watcher) Receive(ctx actor.Context) {
 			w.ch <- delivery{end: true}
 			return
 		}
-		// The ack names the subscriber the hub knows (here: this actor).
-		ctx.Send(w.hub, &messages.EventsAck{Subscriber: ctx.Self(), Seq: m.Seq})
+		ctx.Send(w.hub, &messages.EventsAck{Subscriber: w.relay, Seq: m.Seq})
 	case *actor.Terminated:
 		if !w.done {
 			w.done = true
@@ -92,20 +94,32 @@ func (w *watcher) Receive(ctx actor.Context) {
 
 // Events subscribes to the manager's events hub and calls fn for each event
 // until ctx ends, fn returns an error, or (HistoryOnly, Until, UntilSeq)
-// the stream ends. The hub watches the subscriber and drops it if this
-// process goes away.
+// the stream ends. The subscriber is a relay on the manager that passes
+// the batches over the client's gateway stream; the hub watches it and
+// drops it when the stream ends.
 func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(*messages.Event) error) error {
 	ch := make(chan delivery, 1024)
-	hub := actor.NewPID(c.Manager(), remoting.ActorEvents)
-	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch, hub: hub} }), "watch-"+messages.NewID()[:8])
+	gw, _ := c.conn()
+	hub, err := gw.proxy(remoting.ActorEvents)
+	if err != nil {
+		return err
+	}
+	defer c.System.Root.Stop(hub)
+	name := "watch-" + messages.NewID()[:8]
+	relay, closeRelay, err := gw.openRelay(actor.NewPID(c.System.Address(), name), c.timeout)
+	if err != nil {
+		return err
+	}
+	defer closeRelay()
+	pid, err := c.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &watcher{ch: ch, hub: hub, relay: relay} }), name)
 	if err != nil {
 		return err
 	}
 	defer c.System.Root.Stop(pid)
-	if _, err := c.System.Root.RequestFuture(hub, opts.subscribe(pid), c.timeout).Result(); err != nil {
+	if _, err := gw.request(remoting.ActorEvents, opts.subscribe(relay), c.timeout); err != nil {
 		return fmt.Errorf("subscribe to events on %s: %w", c.Manager(), err)
 	}
-	defer c.System.Root.Send(hub, &messages.UnsubscribeEvents{Subscriber: pid})
+	defer c.System.Root.Send(hub, &messages.UnsubscribeEvents{Subscriber: relay})
 	for {
 		select {
 		case <-ctx.Done():
