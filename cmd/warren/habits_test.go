@@ -85,6 +85,7 @@ func TestHabitsSpecs(t *testing.T) {
 		{"CMD-SHELL forces a shell command", []string{"--name", "web", "--health-cmd", "CMD-SHELL http --check localhost", "demo:v1"}},
 		{"the mini-language still works", []string{"--name", "web", "-p", "8080:80", "--health-cmd", "http GET /healthz", "demo:v1"}},
 		{"exec health check split with shell quoting", []string{"--name", "web", "--health-cmd", `exec /bin/check --path "/var/run/my app.sock"`, "demo:v1"}},
+		{"none: no health check", []string{"--name", "web", "--health-cmd", "none", "demo:v1"}},
 		{"entrypoint split with shell quoting", []string{"--name", "web", "--entrypoint", `/bin/app --config "/etc/my app.conf" --name='a b'`, "demo:v1"}},
 	}
 	var b bytes.Buffer

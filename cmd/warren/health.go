@@ -16,7 +16,7 @@ import (
 func healthFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "health-cmd", Usage: "health check: a shell command, run with /bin/sh -c in the container as Docker's (e.g. 'curl -f http://localhost/ || exit 1'), " +
-			"or 'http GET /path', 'tcp', 'grpc [SERVICE]', 'exec CMD ARG...' (a first word of http, tcp, grpc, exec or cmd picks these; CMD-SHELL forces a shell command)"},
+			"or 'http GET /path', 'tcp', 'grpc [SERVICE]', 'exec CMD ARG...' (a first word of http, tcp, grpc, exec or cmd picks these; CMD-SHELL forces a shell command); none: no check"},
 		&cli.UintFlag{Name: "health-port", Usage: "port the http, tcp and grpc checks use", DefaultText: "the first --publish target, else 80"},
 		&cli.DurationFlag{Name: "health-interval", Usage: "time between checks", DefaultText: "30s"},
 		&cli.DurationFlag{Name: "health-timeout", Usage: "time a check may take", DefaultText: "5s"},

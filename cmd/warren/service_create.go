@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/google/shlex"
 	"github.com/urfave/cli/v2"
@@ -22,7 +23,7 @@ func createCommand() *cli.Command {
 		UsageText: prog() + " service create [options] --name NAME IMAGE [CMD...]    (Docker's order)\n" + prog() + " service create [options] NAME --image IMAGE [ARG...]",
 		ArgsUsage: "--name NAME IMAGE [CMD...] | NAME --image IMAGE [ARG...]",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "name", Usage: "service name; then the first argument is the image and the rest its command (Docker's order)"},
+			&cli.StringFlag{Name: "name", Usage: "service name; then the first argument is the image and the rest its command, flags included (Docker's order: give the options before IMAGE)"},
 			&cli.StringFlag{Name: "image", Usage: "image to run, e.g. demo:v1 (or give it after --name NAME as the first argument)"},
 			&cli.StringFlag{Name: "replicas", Value: "1", Usage: "number of tasks (replicated mode)"},
 			&cli.StringFlag{Name: "mode", Value: "replicated", Usage: "replicated or global (one task per node)"},
@@ -154,7 +155,7 @@ func specFromFlags(c *cli.Context) (*messages.ServiceSpec, error) {
 	default:
 		return nil, fmt.Errorf("invalid --update-order %q: use stop-first or start-first", c.String("update-order"))
 	}
-	if hc := c.String("health-cmd"); hc != "" {
+	if hc := c.String("health-cmd"); hc != "" && !strings.EqualFold(strings.TrimSpace(hc), "none") { // none: no check, as on update
 		if s.HealthCheck, err = parseHealthCmd(hc); err != nil {
 			return nil, err
 		}

@@ -17,6 +17,9 @@ func versionCommand() *cli.Command {
 		Usage: "show the CLI's version and every node's",
 		Flags: []cli.Flag{outputFlag()},
 		Action: func(c *cli.Context) error {
+			if err := checkOutput(c); err != nil {
+				return err
+			}
 			// The client's version is known without a cluster; the nodes'
 			// need one, and a failure to reach it says so after it.
 			var nodes []*messages.Node
