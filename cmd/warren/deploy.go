@@ -24,8 +24,9 @@ import (
 	"github.com/warrenorch/warren/messages"
 )
 
-// pollEvery is how often a follower reads the service and its tasks.
-const pollEvery = 500 * time.Millisecond
+// pollEvery is how often a follower reads the service and its tasks when
+// nothing wakes it sooner: the service's events (wakeOnEvents) do.
+const pollEvery = 2 * time.Second
 
 func deploymentCommands() []*cli.Command {
 	followFlags := func() []cli.Flag {
@@ -231,6 +232,8 @@ func (f *follower) run(ctx context.Context, cl *client.Client) (deployStatus, er
 	}
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
+	wake, unsubscribe := f.wakeOnEvents(ctx, cl)
+	defer unsubscribe()
 	for {
 		st, err := observe(cl, f.name)
 		if err != nil {
@@ -243,6 +246,8 @@ func (f *follower) run(ctx context.Context, cl *client.Client) (deployStatus, er
 			case <-ctx.Done():
 				return st, errStopped
 			case <-tick.C:
+				continue
+			case <-wake:
 				continue
 			}
 		}
@@ -262,6 +267,41 @@ func (f *follower) run(ctx context.Context, cl *client.Client) (deployStatus, er
 			return st, fmt.Errorf("the deployment of %s is still %s after %s; it goes on: `warren service deployment %s --follow` to keep watching, `warren service rollback %s` to abort",
 				f.name, deploymentStateName(st.d.GetState()), f.timeout, f.name, f.name)
 		case <-tick.C:
+		case <-wake:
+		}
+	}
+}
+
+// wakeOnEvents follows the service's events on the manager: each one (a
+// commit about the service, its deployment or a task) wakes the follower
+// to read the state at once instead of at its next poll. Best effort: a
+// stream that fails leaves the poll.
+func (f *follower) wakeOnEvents(ctx context.Context, cl *client.Client) (<-chan struct{}, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	wake, done := make(chan struct{}, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cl.Events(ctx, client.EventOptions{Services: []string{f.name}}, func(*messages.Event) error {
+			select {
+			case wake <- struct{}{}:
+				// At most ten reads a second however busy the service;
+				// the events wait meanwhile, so the last one still wakes.
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			default: // a wake is pending already
+			}
+			return nil
+		})
+	}()
+	return wake, func() {
+		cancel()
+		// A manager slow to answer the subscription must not hold the
+		// command's exit for long.
+		select {
+		case <-done:
+		case <-time.After(time.Second):
 		}
 	}
 }
