@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/warrenorch/warren/e2e/cluster"
 	"github.com/warrenorch/warren/messages"
@@ -225,6 +226,39 @@ func TestMetrics(t *testing.T) {
 				t.Errorf("the dashboard queries %s, which neither the manager nor the worker exports", n)
 			}
 		}
+	})
+
+	t.Run("system df shows every node's disk use", func(t *testing.T) {
+		r := &messages.SystemDfReply{}
+		must(t, protojson.Unmarshal([]byte(cli(t, m0, "system", "df", "-o", "json")), r))
+		if len(r.Nodes) != 2 {
+			t.Fatalf("system df has %d nodes, want 2: %v", len(r.Nodes), r.Nodes)
+		}
+		for _, n := range r.Nodes {
+			host, raft := w1, int64(0)
+			if n.NodeId == mID {
+				host, raft = m0, 1
+			}
+			switch {
+			case n.Error != "" || n.DataDir != host.DataDir:
+				t.Errorf("%s: error %q, data dir %q (want %s)", n.Hostname, n.Error, n.DataDir, host.DataDir)
+			case n.Images < 1 || n.ImagesBytes < 1<<20:
+				t.Errorf("%s: %d images in %d bytes, want the demo image (over 1 MB)", n.Hostname, n.Images, n.ImagesBytes)
+			case n.Containers < 1:
+				t.Errorf("%s: %d containers, want its tasks'", n.Hostname, n.Containers)
+			case (raft == 0) != (n.RaftBytes == 0) || n.EventsBytes == 0:
+				t.Errorf("%s: raft %d bytes, events %d bytes: want raft on the manager only, events on both", n.Hostname, n.RaftBytes, n.EventsBytes)
+			case n.DataDirBytes < n.RaftBytes+n.EventsBytes+n.LogsBytes:
+				t.Errorf("%s: data dir %d bytes is less than its parts", n.Hostname, n.DataDirBytes)
+			}
+		}
+		out := cli(t, m0, "system", "df")
+		for _, want := range []string{"DATA DIR", m0.Name, w1.Name} {
+			if !strings.Contains(out, want) {
+				t.Errorf("system df's table lacks %q:\n%s", want, out)
+			}
+		}
+		t.Logf("system df:\n%s", out)
 	})
 
 	t.Run("every line of each node's log is JSON with component and node", func(t *testing.T) {
