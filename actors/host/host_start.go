@@ -98,7 +98,8 @@ func (n *Node) start(ctx context.Context) error {
 		}
 		managers = append([]string{addr}, managers...)
 	}
-	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg, Log: log.Named("remoting")})
+	n.remote, n.Addr, err = remoting.Start(sys, remoting.Config{Host: cfg.ListenHost, Port: nf.Port, Advertise: addr, TLS: tlsCfg, Log: log.Named("remoting"),
+		OnRefused: manager.AuditRefusals(sys)}) // refusals go to the audit log (a manager's)
 	if err != nil {
 		return err
 	}

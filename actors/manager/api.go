@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
@@ -37,6 +38,9 @@ type APIConfig struct {
 	// CA signs certificates for nodes whose role changes.
 	CA  *pki.CA
 	Log *zap.Logger
+	// The audit log's retention (audit.go); 0: the store's defaults.
+	AuditMaxEntries int
+	AuditMaxAge     time.Duration
 }
 
 // A table says, per request type (its wire name, as remoting's rules name
@@ -73,6 +77,7 @@ var apiChildren = []apiChild{
 	{"cluster", clusterTable, newClusterAPI},
 	{"logs", logsTable, newLogsAPI},
 	{"system", systemTable, newSystemAPI},
+	{"audit", auditTable, newAuditAPI},
 }
 
 // apiTable is what the api answers itself.
@@ -92,6 +97,9 @@ type route struct {
 type apiActor struct {
 	cfg    APIConfig
 	routes map[string]route // by type name
+	// observing: the futures of the writes it waits on to record
+	// (api_audit.go), by id.
+	observing map[string]bool
 }
 
 func newAPI(cfg APIConfig) *actor.Props {
@@ -109,7 +117,7 @@ func notFound(kind, name string) *messages.Error {
 func (a *apiActor) Receive(ctx actor.Context) {
 	switch ctx.Message().(type) {
 	case *actor.Started:
-		a.routes = map[string]route{}
+		a.routes, a.observing = map[string]route{}, map[string]bool{}
 		for name, roles := range apiTable {
 			a.routes[name] = route{roles: roles}
 		}
@@ -138,13 +146,18 @@ func (a *apiActor) Receive(ctx actor.Context) {
 	}
 	if id := remoting.Identity(ctx); !slices.Contains(r.roles, id.Role) {
 		a.refuse(ctx, id)
+		a.refused(ctx, id)
 		return
 	}
 	if r.to != nil {
+		if a.observeWrite(ctx, r.to) { // a write: answered and recorded in the audit log
+			return
+		}
 		forwardTimed(ctx, r.to) // ctx.Forward, stamped for warren_api_request_duration_seconds
 		return
 	}
 	if m, ok := m.(*messages.DebugCrash); ok {
+		a.recordDebugCrash(ctx, m)
 		a.debugCrash(ctx, m)
 	}
 }

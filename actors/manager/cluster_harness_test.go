@@ -166,7 +166,9 @@ func newEndpointPool() (*endpointPool, error) {
 			return nil, err
 		}
 		ep := &endpoint{sys: quietSystem(), tls: cfg}
-		if _, ep.addr, err = remoting.Start(ep.sys, remoting.Config{Host: "127.0.0.1", Port: 0, TLS: cfg}); err != nil {
+		// Refusals go to the audit log, as a node's host wires it (none
+		// runs on a worker's or the admin's system: nothing is recorded).
+		if _, ep.addr, err = remoting.Start(ep.sys, remoting.Config{Host: "127.0.0.1", Port: 0, TLS: cfg, OnRefused: AuditRefusals(ep.sys)}); err != nil {
 			return nil, fmt.Errorf("start %s's endpoint: %w", name, err)
 		}
 		return ep, nil

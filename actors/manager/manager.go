@@ -59,6 +59,7 @@ func (a *managerActor) Receive(ctx actor.Context) {
 		ctx.SpawnNamed(newStoreActor(a.cfg.Store, a.cfg.Log.Named("store")), "store")
 		ctx.SpawnNamed(newMembership(a.cfg.Store, a.cfg.API.NodeID, a.cfg.Log.Named("membership")), "membership")
 		ctx.SpawnNamed(newAPI(a.cfg.API), "api")
+		ctx.SpawnNamed(newAuditLog(a.cfg.API), "audit") // audit.go
 		// Leadership may have been won before this actor started.
 		if a.cfg.Store.IsLeader() {
 			a.lead(ctx, true)

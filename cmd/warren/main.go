@@ -70,6 +70,7 @@ func newApp() *cli.App {
 			nodeCommand(),
 			imageCommand(),
 			eventsCommand(),
+			auditCommand(),
 			systemCommand(),
 			versionCommand(),
 			debugCommand(),
