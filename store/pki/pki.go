@@ -121,8 +121,8 @@ func Fingerprint(c *x509.Certificate) string {
 // Issue signs a certificate for name with role, valid as TLS server and
 // client; CertPEM holds it and then ca's chain. ips and dnsNames are
 // informational SANs: peers verify the chain and the role, not the
-// address, because a CLI's reply endpoint listens on whatever address its
-// route to the manager has.
+// address, because a node or CLI reaches a manager by whatever address its
+// network gives it (a NAT, an `ssh -L` tunnel).
 func (ca *CA) Issue(name, role string, ips []net.IP, dnsNames []string, validity time.Duration) (*Identity, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
