@@ -37,7 +37,7 @@ const (
 // picked is the manager a client talks to.
 type picked struct {
 	index int    // in the managers list
-	local string // the local IP of the route to it, where it dials back
+	local string // the local IP of the route to it (what the probe left from)
 }
 
 // pickManager probes managers, staggered in order, and returns the first
