@@ -3,19 +3,21 @@ package runtime
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/containerd/cio"
 )
@@ -100,6 +102,11 @@ func RunLogger(arg string) int {
 	maxSize, _ := strconv.ParseInt(cfg.Get("max-size"), 10, 64)
 	maxFiles, _ := strconv.Atoi(cfg.Get("max-files"))
 	o := LogOptions{MaxSize: maxSize, MaxFiles: maxFiles}.withDefaults()
+	// One logger runs per task: keep it small. Its working set is two
+	// pipe buffers and one batch of lines per stream.
+	goruntime.GOMAXPROCS(2)
+	debug.SetGCPercent(25)
+	debug.SetMemoryLimit(8 << 20)
 	stdout, stderr, ready := os.NewFile(3, "stdout"), os.NewFile(4, "stderr"), os.NewFile(5, "ready")
 
 	w, werr := openRotator(cfg.Get("path"), o.MaxSize, o.MaxFiles)
@@ -148,28 +155,75 @@ type jsonLine struct {
 // busy task's go out in large writes.
 func copyLines(r io.Reader, stream string, w *rotator, now func() time.Time) {
 	br := bufio.NewReaderSize(r, maxLogLine)
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
+	out := make([]byte, 0, flushBytes+2*maxLogLine)
 	flush := func() {
-		if out.Len() > 0 && w != nil {
-			w.Write(out.Bytes())
+		if len(out) > 0 && w != nil {
+			w.Write(out)
 		}
-		out.Reset()
+		out = out[:0]
 	}
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			_ = enc.Encode(jsonLine{Log: string(line), Stream: stream, Time: now().UTC().Format(time.RFC3339Nano)})
+			out = appendLogLine(out, line, stream, now())
 		}
 		if err != nil && err != bufio.ErrBufferFull {
 			flush()
 			return
 		}
-		if out.Len() >= flushBytes || br.Buffered() == 0 {
+		if len(out) >= flushBytes || br.Buffered() == 0 {
 			flush()
 		}
 	}
+}
+
+// appendLogLine appends one json-file line, as encoding/json would write
+// jsonLine, without allocating: a busy task's logger handles hundreds of
+// thousands of lines a second.
+func appendLogLine(b, line []byte, stream string, t time.Time) []byte {
+	b = append(b, `{"log":"`...)
+	b = appendJSONString(b, line)
+	b = append(b, `","stream":"`...)
+	b = append(b, stream...)
+	b = append(b, `","time":"`...)
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, "\"}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString escapes s for a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b, s []byte) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return b
 }
 
 // rotator appends to <base>.<gen> and opens the next gen at maxSize.

@@ -213,3 +213,73 @@ func tailOffset(path string, n int) (int64, int, error) {
 	}
 	return 0, n - seen, nil
 }
+
+// sinceSlack is how far before since a seek may land: stdout and stderr
+// are stamped by two readers, so a file is in time order only to within
+// their buffering.
+const sinceSlack = time.Second
+
+// LogSince is a position at or shortly before the first line at or after
+// since, found without reading the lines before it: files last written
+// before since are skipped, and the file holding since is bisected. Reads
+// from it still filter by since.
+func LogSince(base string, since time.Time) (LogPos, error) {
+	gens, err := LogGens(base)
+	if err != nil || len(gens) == 0 {
+		return LogPos{}, err
+	}
+	for _, g := range gens {
+		st, err := os.Stat(LogFileName(base, g))
+		if err != nil || st.ModTime().Before(since) {
+			continue // rotated away meanwhile, or every line of it is older
+		}
+		off, err := bisectSince(LogFileName(base, g), st.Size(), since.Add(-sinceSlack))
+		return LogPos{Gen: g, Off: off}, err
+	}
+	last := gens[len(gens)-1]
+	return LogPos{Gen: last, Off: fileSize(LogFileName(base, last))}, nil
+}
+
+// bisectSince finds the start of a line whose time is before t and after
+// which every line sampled was at or after t (0 when the first already is).
+func bisectSince(path string, size int64, t time.Time) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, nil // rotated away: read from its start, ReadLog moves on
+	}
+	defer f.Close()
+	buf := make([]byte, 2*maxLogLine+1024)
+	// lineAt is the first whole line starting at or after off, and its time.
+	lineAt := func(off int64) (int64, time.Time, bool) {
+		n, _ := f.ReadAt(buf, off)
+		b := buf[:n]
+		start := 0
+		if off > 0 {
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				return 0, time.Time{}, false
+			}
+			start = i + 1
+		}
+		end := bytes.IndexByte(b[start:], '\n')
+		if end < 0 {
+			return 0, time.Time{}, false
+		}
+		e, ok := ParseLogLine(b[start : start+end])
+		return off + int64(start), e.Time, ok
+	}
+	lo, hi := int64(0), size // the answer is in [lo, hi]
+	for hi-lo > int64(len(buf)) {
+		mid := lo + (hi-lo)/2
+		pos, at, ok := lineAt(mid)
+		if !ok {
+			break
+		}
+		if at.Before(t) {
+			lo = pos
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}

@@ -76,6 +76,8 @@ func TestLogLinesAreDockerJSON(t *testing.T) {
 		{"no final newline", "a\nb", "stdout", []LogEntry{{Stream: "stdout", Text: "a"}, {Stream: "stdout", Text: "b", Partial: true}}},
 		{"long line is split", long + "\n", "stdout", []LogEntry{{Stream: "stdout", Text: long[:maxLogLine], Partial: true}, {Stream: "stdout", Text: long[maxLogLine:]}}},
 		{"quotes and unicode", "say \"hé\" <b>\n", "stdout", []LogEntry{{Stream: "stdout", Text: "say \"hé\" <b>"}}},
+		{"escapes", "tab\there\\ \x01 \r\n", "stdout", []LogEntry{{Stream: "stdout", Text: "tab\there\\ \x01 \r"}}},
+		{"invalid utf-8", "a\xffb\n", "stdout", []LogEntry{{Stream: "stdout", Text: "a\ufffdb"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,5 +209,33 @@ func TestLogPartialWriteWaits(t *testing.T) {
 	ch, _ := ReadLog(base, LogRead{})
 	if got := texts(ch.Entries); !slices.Equal(got, []string{"a"}) || ch.Next.Off != fileSize(LogFileName(base, 1))-int64(len(`{"log":"b\n","stream":"std`)) {
 		t.Fatalf("got %q next %+v: a line being written must wait for its newline", got, ch.Next)
+	}
+}
+
+func TestLogSinceSeeks(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "t.log")
+	writeLog(t, base, 40<<10, 10, "stdout", strings.Join(numbered(1, 999), "\n")+"\n", clock(t0))
+	gens, _ := LogGens(base)
+	if len(gens) < 2 {
+		t.Fatalf("generations %v: want several files", gens)
+	}
+	for _, n := range []int{1, 2, 500, 998, 999} {
+		since := t0.Add(time.Duration(n) * time.Second)
+		pos, err := LogSince(base, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := texts(readAll(t, base, LogRead{From: pos, Since: since, MaxBytes: 4096}))
+		if want := numbered(n, 999); !slices.Equal(got, want) {
+			t.Fatalf("since line %d: got %d lines from %q, want %d", n, len(got), got[:min(1, len(got))], len(want))
+		}
+		if n >= 500 && pos.Gen == gens[0] && pos.Off == 0 {
+			t.Errorf("since line %d: seek stayed at the start", n)
+		}
+	}
+	// After the last line: the end.
+	pos, _ := LogSince(base, time.Now().Add(time.Hour))
+	if ch, _ := ReadLog(base, LogRead{From: pos}); len(ch.Entries) != 0 {
+		t.Fatalf("since after every line: %d lines", len(ch.Entries))
 	}
 }

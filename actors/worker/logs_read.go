@@ -122,6 +122,13 @@ func readNodeLogsOnce(dir, nodeID string, m *messages.ReadNodeLogs) (*messages.R
 		} else if m.Tail > 0 {
 			from, _ = runtime.LogTail(base, int(m.Tail))
 		}
+		if _, ok := cursors[id]; !ok && !since.IsZero() {
+			// Seek rather than read through what is older (the later
+			// of the tail and since wins).
+			if at, err := runtime.LogSince(base, since); err == nil && later(at, from) {
+				from = at
+			}
+		}
 		r.Starts = append(r.Starts, &messages.LogCursor{NodeId: nodeID, TaskId: id, Gen: from.Gen, Offset: from.Off})
 		ch, err := runtime.ReadLog(base, runtime.LogRead{From: from, MaxBytes: per, Since: since, Until: until})
 		if err != nil {
@@ -148,4 +155,8 @@ func readNodeLogsOnce(dir, nodeID string, m *messages.ReadNodeLogs) (*messages.R
 		}
 	}
 	return r, idle && open
+}
+
+func later(a, b runtime.LogPos) bool {
+	return a.Gen > b.Gen || (a.Gen == b.Gen && a.Off > b.Off)
 }
