@@ -140,6 +140,15 @@ func completeWords(app *cli.App, words []string, names func(w completion, kind s
 		cur, words = words[len(words)-1], words[:len(words)-1]
 	}
 	w := walkWords(app, words)
+	if len(w.path) == 1 && w.path[0] == "help" && !strings.HasPrefix(cur, "-") {
+		// help's arguments are a command path: `help service cr` -> create.
+		i := slices.IndexFunc(words, func(s string) bool { return s == "help" || s == "h" })
+		w = walkWords(app, words[i+1:])
+		if w.cmds == nil {
+			return nil
+		}
+		w.valueOf = ""
+	}
 	var cands []string
 	switch {
 	case w.valueOf != "":

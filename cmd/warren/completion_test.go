@@ -48,6 +48,9 @@ func TestCompleteWords(t *testing.T) {
 		{"node update x --availability d", []string{"drain"}, ""},
 		{"cluster join-token .", []string{"worker", "manager"}, ""},
 		{"completion .", []string{"bash", "zsh", "fish"}, ""},
+		{"help serv", []string{"service"}, ""},
+		{"help service cr", []string{"create"}, ""},
+		{"help service create .", nil, ""},
 		{"service create .", nil, ""},
 	}
 	for _, tc := range cases {
