@@ -47,6 +47,10 @@ func (c *Client) Logs(ctx context.Context, opts LogOptions, line func(l *message
 	}
 	if !opts.Until.IsZero() {
 		req.UntilUnixNano = opts.Until.UnixNano()
+	} else if !opts.Follow {
+		// What was written when asked, as `docker logs`: a task writing
+		// faster than the reading goes would otherwise never let it end.
+		req.UntilUnixNano = time.Now().UnixNano()
 	}
 	if opts.Follow {
 		req.WaitMs = uint32(followWait.Milliseconds())
