@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,6 +78,13 @@ func (a *apiActor) observeWrite(ctx actor.Context, child *actor.PID) bool {
 		e := a.entry(ctx, id, start, target)
 		e.DurationMs = uint32(time.Since(start).Milliseconds())
 		switch {
+		case errors.Is(err, actor.ErrDeadLetter):
+			// The child is gone: the caller learns it as a forward would
+			// have told it (its client then tries another manager).
+			e.Code, e.Message = store.AuditCode(messages.ErrorCode_ERROR_CODE_UNAVAILABLE), fmt.Sprintf("%s is not running", child.Id)
+			if ctx.Sender() != nil {
+				ctx.Respond(&actor.DeadLetterResponse{Target: child})
+			}
 		case err != nil:
 			e.Code, e.Message = store.AuditCode(messages.ErrorCode_ERROR_CODE_UNAVAILABLE), fmt.Sprintf("no answer from %s: %v", child.Id, err)
 		default:
