@@ -26,12 +26,23 @@ import (
 func listFlags(row any, keys ...string) []cli.Flag {
 	return []cli.Flag{
 		outputFlag(),
-		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the ids, one a line"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the " + quietWhat(row) + ", one a line"},
 		&cli.StringSliceFlag{Name: "filter", Aliases: []string{"f"}, Usage: "only rows matching KEY=VALUE, KEY one of " + strings.Join(keys, ", ") +
 			" (repeatable: the same key twice matches either value, different keys must all match)"},
 		&cli.StringFlag{Name: "format", Usage: "print each row with a Go template, e.g. '{{.ID}} {{.Name}}'; start it with 'table ' for aligned columns under a header; fields: " +
 			strings.Join(fieldNames(row), ", ")},
 	}
+}
+
+// quietWhat is what -q prints for a list: what its commands take.
+func quietWhat(row any) string {
+	switch row.(type) {
+	case serviceRow:
+		return "names" // every service command takes a name
+	case imageRow:
+		return "references"
+	}
+	return "ids"
 }
 
 // listOpts are a list's parsed -q, --filter and --format.
