@@ -8,6 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/messages"
 )
@@ -349,4 +350,50 @@ func TestNothingKeptIsNoGap(t *testing.T) {
 	h.subscribe(pid, &messages.SubscribeEvents{HistoryOnly: true})
 	got := h.drain(pid, ch)
 	checkSeen(t, "history of nothing", got, []seen{{5, "end"}})
+}
+
+// TestReplayIsChunked: replaying a long history (the default retention's
+// 100,000 events) is many small batches, and the hub answers other
+// messages between them rather than after the whole replay.
+func TestReplayIsChunked(t *testing.T) {
+	const n = DefaultMaxCount
+	h := newHubTest(t)
+	// Written in one transaction, as a hub would have over time.
+	db, err := bolt.Open(h.path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.NoSync = true
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(bucket)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UnixNano()
+		for i := uint64(1); i <= n; i++ {
+			data, err := proto.Marshal(&messages.Event{Seq: i, UnixNano: now, Type: "x", Subject: "web", Attrs: map[string]string{"service": "web"}})
+			if err != nil {
+				return err
+			}
+			if err := b.Put(seqKey(i), data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := h.start(); last != n {
+		t.Fatalf("hub starts at seq %d, want %d", last, n)
+	}
+	pid, ch := h.collector()
+	h.subscribe(pid, &messages.SubscribeEvents{Replay: true})
+	h.ping() // answered between chunks
+	if got := len(ch); got >= n/2 {
+		t.Fatalf("the hub answered a ping only after sending %d of %d events: the replay blocks it", got, n)
+	}
+	got := h.follow(pid, ch, n)
+	checkRun(t, got, 1, n, func(uint64) bool { return true })
 }
