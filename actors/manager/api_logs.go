@@ -197,16 +197,23 @@ func (a *logsAPI) maybeFinish(ctx actor.Context, r *logRound, early bool) {
 	if r.done {
 		return
 	}
-	pending := 0
+	pending, suspect := 0, 0
 	lines := false
 	for _, id := range r.nodes {
 		if rep, ok := r.replies[id]; ok {
 			lines = lines || len(rep.Lines) > 0
 		} else if _, ok := r.failed[id]; !ok {
 			pending++
+			if _, bad := a.failedAt[id]; bad {
+				suspect++
+			}
 		}
 	}
-	if pending > 0 && !(early && lines) {
+	// Early, with lines in hand: a follower does not wait for nodes that
+	// are waiting for lines themselves; a one-off read waits for every
+	// node but those that failed lately, so that a node missing from it
+	// is named.
+	if pending > 0 && !(early && lines && (r.req.WaitMs > 0 || suspect == pending)) {
 		return
 	}
 	r.done = true
@@ -301,16 +308,17 @@ func mergeLogs(prev []*messages.LogCursor, replies map[string]*messages.ReadNode
 	// Keep, per task, its lines up to the horizon in file order (stdout
 	// and stderr are stamped apart, so a file is not strictly in time
 	// order): a cursor can only mark where a prefix ends.
-	held := map[taskKey]bool{}
+	held, kept := map[taskKey]bool{}, map[taskKey]bool{}
 	for _, l := range lines {
 		k := taskKey{l.NodeId, l.TaskId}
 		if held[k] || l.TimeUnixNano > horizon {
-			if !held[k] {
-				held[k] = true
+			if !held[k] && !kept[k] {
 				cursor[k] = startOf(replies[k.node], k)
 			}
+			held[k] = true
 			continue
 		}
+		kept[k] = true
 		out.Lines = append(out.Lines, l)
 		if horizon != forever {
 			cursor[k] = &messages.LogCursor{NodeId: l.NodeId, TaskId: l.TaskId, Gen: l.Gen, Offset: l.EndOffset}

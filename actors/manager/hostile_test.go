@@ -91,7 +91,7 @@ func startManagerWith(t *testing.T, root, signer *pki.CA) *cluster {
 	if err := st.WaitLeader(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sys.Root.SpawnNamed(events.NewHub("mgr-1", filepath.Join(t.TempDir(), "events.db"), zap.NewNop()), NameEvents); err != nil {
+	if _, err := sys.Root.SpawnNamed(events.NewHub("mgr-1", filepath.Join(t.TempDir(), "events.db"), zap.NewNop(), events.Retention{}), NameEvents); err != nil {
 		t.Fatal(err)
 	}
 	log := zap.NewNop()
