@@ -47,10 +47,17 @@ func (c *Client) Logs(ctx context.Context, opts LogOptions, line func(l *message
 	}
 	if !opts.Until.IsZero() {
 		req.UntilUnixNano = opts.Until.UnixNano()
-	} else if !opts.Follow {
-		// What was written when asked, as `docker logs`: a task writing
-		// faster than the reading goes would otherwise never let it end.
-		req.UntilUnixNano = time.Now().UnixNano()
+	}
+	// Without -f, what was written when asked, as `docker logs`: a task
+	// writing faster than the reading goes would otherwise never let it
+	// end. With a tail, from the second chunk on: the last lines of a busy
+	// task were written after the request left.
+	var asked int64
+	if !opts.Follow && opts.Until.IsZero() {
+		asked = time.Now().UnixNano()
+		if opts.Tail == 0 {
+			req.UntilUnixNano = asked
+		}
 	}
 	if opts.Follow {
 		req.WaitMs = uint32(followWait.Milliseconds())
@@ -83,6 +90,9 @@ func (c *Client) Logs(ctx context.Context, opts LogOptions, line func(l *message
 		// The first request's tail placed the cursors; a task without one
 		// later is new and is read from its start.
 		req.Cursors, req.Tail = res.Cursors, 0
+		if asked != 0 {
+			req.UntilUnixNano = asked
+		}
 		if !res.More && !opts.Follow {
 			return nil
 		}
