@@ -144,7 +144,8 @@ type logPrinter struct {
 	f              logFormat
 	stdout, stderr io.Writer
 	names          map[string]string
-	width          int // of the widest prefix so far, to align the lines
+	width          int    // of the widest prefix so far, to align the lines
+	open           string // task/stream whose last line was partial
 }
 
 // logJSON is one line of `-o json`.
@@ -172,14 +173,20 @@ func (p *logPrinter) line(l *messages.LogLine, names map[string]string) error {
 		return err
 	}
 	var b strings.Builder
-	if !p.f.raw {
+	// The rest of a split line goes on where its start ended.
+	cont := p.open == l.TaskId+"/"+l.Stream
+	if !p.f.raw && !cont {
 		prefix := p.prefix(l)
 		p.width = max(p.width, len(prefix))
 		fmt.Fprintf(&b, "%-*s | ", p.width, prefix)
 	}
-	if p.f.timestamps {
+	if p.f.timestamps && !cont {
 		b.WriteString(t.Format(time.RFC3339Nano))
 		b.WriteByte(' ')
+	}
+	p.open = ""
+	if l.Partial {
+		p.open = l.TaskId + "/" + l.Stream
 	}
 	b.WriteString(l.Text)
 	if !l.Partial {
