@@ -96,10 +96,11 @@ func (f *logFollower) count() int {
 // numbered is the number of a testapp "line N task=..." line, or 0.
 func numbered(l logLine) int {
 	rest, ok := strings.CutPrefix(l.Log, "line ")
-	if !ok || len(rest) < 6 {
+	if !ok {
 		return 0
 	}
-	n, _ := strconv.Atoi(rest[:6])
+	num, _, _ := strings.Cut(rest, " ")
+	n, _ := strconv.Atoi(num)
 	return n
 }
 
