@@ -41,7 +41,7 @@ func auditList(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("audit ls takes no arguments (got %q): filter with --since, --user, --denied", c.Args().First())
 	}
-	since, err := parseAuditSince(c.String("since"), time.Now())
+	since, err := parseTimeArg("--since", c.String("since"), time.Now())
 	if err != nil {
 		return err
 	}
@@ -62,23 +62,6 @@ func auditList(c *cli.Context) error {
 		}
 		return renderAudit(os.Stdout, r.Entries, time.Local)
 	})(c)
-}
-
-// parseAuditSince reads --since: a duration back from now, or a time.
-func parseAuditSince(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("invalid --since %q: give how long ago as a positive duration (10m, 2h)", s)
-		}
-		return now.Add(-d), nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("invalid --since %q: give a duration (10m, 2h) or an RFC3339 time (2026-01-02T15:04:05Z)", s)
 }
 
 // renderAuditJSON prints one entry a line, for jq.

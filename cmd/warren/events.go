@@ -95,18 +95,11 @@ func seqOrTime(flag, s string, now time.Time) (uint64, time.Time, error) {
 	if seq, err := strconv.ParseUint(s, 10, 64); err == nil {
 		return seq, time.Time{}, nil
 	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return 0, time.Time{}, fmt.Errorf("%s %s: give a positive duration back from now (1h), not a negative one", flag, s)
-		}
-		return 0, now.Add(-d), nil
+	t, err := parseTimeArg(flag, s, now)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("%w, or a sequence number (1234)", err)
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return 0, t, nil
-		}
-	}
-	return 0, time.Time{}, fmt.Errorf("%s %q: give a duration back from now (1h, 30m), a time (2026-12-03T15:04:05Z) or a sequence number (1234)", flag, s)
+	return 0, t, nil
 }
 
 func followEvents(c *cli.Context, cl *client.Client, opts client.EventOptions) error {

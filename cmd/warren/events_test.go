@@ -26,8 +26,8 @@ func TestEventsFlags(t *testing.T) {
 		{[]string{"--filter", "colour=red"}, `--filter "colour=red": unknown key "colour": use type, service, node or task`},
 		{[]string{"--filter", "service"}, `--filter "service": give KEY=VALUE`},
 		{[]string{"--filter", "service="}, `--filter "service=": give KEY=VALUE`},
-		{[]string{"--since", "yesterday"}, `--since "yesterday": give a duration back from now (1h, 30m), a time (2026-12-03T15:04:05Z) or a sequence number (1234)`},
-		{[]string{"--until", "-5m"}, `--until -5m: give a positive duration`},
+		{[]string{"--since", "yesterday"}, `--since "yesterday": give a duration back from now (10m, 1h30m) or a time (2026-12-03T15:04:05Z), or a sequence number (1234)`},
+		{[]string{"--until", "-5m"}, `--until -5m: give how long ago as a positive duration`},
 		{[]string{"-o", "yaml"}, "unknown output format"},
 	}
 	for _, tt := range tests {

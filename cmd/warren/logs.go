@@ -67,11 +67,11 @@ func logsAction(what string, target func(*client.LogOptions, string)) cli.Action
 		target(&o, c.Args().First())
 		now := time.Now()
 		var err error
-		if o.Since, err = parseLogTime(c.String("since"), now); err != nil {
-			return o, logFormat{}, fmt.Errorf("--since: %w", err)
+		if o.Since, err = parseTimeArg("--since", c.String("since"), now); err != nil {
+			return o, logFormat{}, err
 		}
-		if o.Until, err = parseLogTime(c.String("until"), now); err != nil {
-			return o, logFormat{}, fmt.Errorf("--until: %w", err)
+		if o.Until, err = parseTimeArg("--until", c.String("until"), now); err != nil {
+			return o, logFormat{}, err
 		}
 		if o.Tail, err = parseTail(c.String("tail")); err != nil {
 			return o, logFormat{}, err
@@ -96,29 +96,6 @@ func logsAction(what string, target func(*client.LogOptions, string)) cli.Action
 			return cl.Logs(ctx, o, p.line, p.notice)
 		})(c)
 	}
-}
-
-// parseLogTime reads RFC3339 (with or without fractions), a date, or a
-// duration before now; "" is no bound.
-func parseLogTime(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("%q: give a duration ago without a sign, e.g. 10m", s)
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.Unix(n, 0), nil
-	}
-	return time.Time{}, fmt.Errorf("%q is neither a time (2006-01-02T15:04:05Z) nor a duration (10m, 1h30m)", s)
 }
 
 func parseTail(s string) (int, error) {

@@ -45,25 +45,6 @@ func TestLogsRender(t *testing.T) {
 }
 
 func TestLogsFlags(t *testing.T) {
-	now := renderNow
-	for _, tc := range []struct {
-		in      string
-		want    time.Time
-		wantErr bool
-	}{
-		{"", time.Time{}, false},
-		{"10m", now.Add(-10 * time.Minute), false},
-		{"2025-03-01T11:00:00Z", now.Add(-time.Hour), false},
-		{"2025-03-01T11:00:00.5Z", now.Add(-time.Hour + 500*time.Millisecond), false},
-		{"2025-03-01", time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), false},
-		{"-10m", time.Time{}, true},
-		{"yesterday", time.Time{}, true},
-	} {
-		got, err := parseLogTime(tc.in, now)
-		if (err != nil) != tc.wantErr || !got.Equal(tc.want) {
-			t.Errorf("parseLogTime(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
-		}
-	}
 	for in, want := range map[string]int{"all": 0, "": 0, "5": 5, "0": 0} {
 		if got, err := parseTail(in); err != nil || got != want {
 			t.Errorf("parseTail(%q) = %d, %v; want %d", in, got, err, want)
