@@ -29,7 +29,7 @@ func listFlags(row any, keys ...string) []cli.Flag {
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the " + quietWhat(row) + ", one a line"},
 		&cli.StringSliceFlag{Name: "filter", Aliases: []string{"f"}, Usage: "only rows matching KEY=VALUE, KEY one of " + strings.Join(keys, ", ") +
 			" (repeatable: the same key twice matches either value, different keys must all match)"},
-		&cli.StringFlag{Name: "format", Usage: "print each row with a Go template, e.g. '{{.ID}} {{.Name}}'; start it with 'table ' for aligned columns under a header; fields: " +
+		&cli.StringFlag{Name: "format", Usage: "print each row with a Go template, e.g. '" + formatExample(row) + "'; start it with 'table ' for aligned columns under a header; fields: " +
 			strings.Join(fieldNames(row), ", ")},
 	}
 }
@@ -144,6 +144,17 @@ func headerName(field string) string {
 		b.WriteRune(r)
 	}
 	return strings.ToUpper(b.String())
+}
+
+// formatExample is a --format example with the row's own first two fields.
+func formatExample(row any) string {
+	var parts []string
+	for _, f := range fieldNames(row) {
+		if len(parts) < 2 {
+			parts = append(parts, "{{"+f+"}}")
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func fieldNames(row any) []string {
