@@ -143,7 +143,8 @@ func snapshots(t *testing.T, n *cluster.Host) []string {
 	return keys
 }
 
-// leftovers lists what a deleted task could leave behind on the host.
+// leftovers lists what a deleted task could leave behind on the host. Its
+// log files are not among them: they are kept for `task logs` (keptLogs).
 func leftovers(t *testing.T, n *cluster.Host, taskIDs []string) []string {
 	t.Helper()
 	var found []string
@@ -161,9 +162,6 @@ func leftovers(t *testing.T, n *cluster.Host, taskIDs []string) []string {
 		if _, err := os.Stat(filepath.Join(n.DataDir, "netns", id)); err == nil {
 			found = append(found, "netns file of "+id)
 		}
-		if _, err := os.Stat(filepath.Join(n.DataDir, "logs", id+".log")); err == nil {
-			found = append(found, "log file of "+id)
-		}
 		for _, h := range []string{"memory", "cpu", "pids"} {
 			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, "warren-"+n.NodeID()[:12], id)); err == nil {
 				found = append(found, h+" cgroup of "+id)
@@ -171,6 +169,21 @@ func leftovers(t *testing.T, n *cluster.Host, taskIDs []string) []string {
 		}
 	}
 	return found
+}
+
+// keptLogs counts the tasks among taskIDs whose log files the node keeps
+// (<data-dir>/logs/<service id>/<task id>.log.N).
+func keptLogs(t *testing.T, n *cluster.Host, taskIDs []string) int {
+	t.Helper()
+	kept := 0
+	for _, id := range taskIDs {
+		files, err := filepath.Glob(filepath.Join(n.DataDir, "logs", "*", id+".log.*"))
+		must(t, err)
+		if len(files) > 0 {
+			kept++
+		}
+	}
+	return kept
 }
 
 // leases counts IP leases in a stopped node's netmesh db.

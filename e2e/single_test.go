@@ -220,6 +220,10 @@ func TestSingleNode(t *testing.T) {
 			}
 			return nil
 		})
+		// Their output is kept, for `task logs` of a deleted task.
+		if k := keptLogs(t, n, ids(web)); k != len(ids(web)) {
+			t.Fatalf("logs of %d of %d deleted tasks kept, want all", k, len(ids(web)))
+		}
 		// Only the image's own layer snapshots remain.
 		if s := snapshots(t, n); len(s) >= snapsBefore {
 			t.Fatalf("snapshots %d -> %d: container snapshots left", snapsBefore, len(s))
