@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/warrenorch/warren/actors/blocking"
 	"github.com/warrenorch/warren/actors/events"
@@ -113,9 +115,36 @@ func (a *servicesAPI) scale(ctx actor.Context, m *messages.ScaleServiceRequest) 
 		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INVALID, "replicas %d is more than the limit of %d: scale to a smaller number", m.Replicas, messages.MaxReplicas)})
 		return
 	}
-	spec := v.Spec
-	spec.Replicas = m.Replicas
-	a.propose(ctx, &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.Version, Spec: spec}}}, v.Id)
+	a.proposeScale(ctx, v, m.Replicas, scaleTries)
+}
+
+// scaleTries bounds how often a scale reads the service again after its
+// write was refused as stale.
+const scaleTries = 3
+
+// proposeScale writes the new replica count onto the spec as this manager
+// last applied it. The version the command carries guards the rest of the
+// spec (a template update that slipped in is not undone), so a CONFLICT
+// only means the state moved on between the read and the commit: another
+// write, or a leader that had not yet applied every entry its predecessor
+// committed. The caller named no version, so the scale reads the service
+// again and retries instead of handing the user "changed since version".
+func (a *servicesAPI) proposeScale(ctx actor.Context, v *messages.Service, replicas uint64, tries int) {
+	spec := proto.Clone(v.Spec).(*messages.ServiceSpec)
+	spec.Replicas = replicas
+	cmd := &messages.Command{Op: &messages.Command_UpdateService{UpdateService: &messages.UpdateService{ServiceId: v.Id, ExpectedVersion: v.Meta.Version, Spec: spec}}}
+	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, writeTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.CommandResult)
+		if err == nil && r.GetError().GetCode() == messages.ErrorCode_ERROR_CODE_CONFLICT && tries > 1 {
+			if now := a.cfg.Store.State.Service(v.Id); now != nil {
+				a.cfg.Log.Debug("scale raced another write; reading the service again", zap.String("service", v.Spec.GetName()), zap.Uint64("read", v.Meta.GetVersion()), zap.Uint64("now", now.Meta.GetVersion()))
+				a.proposeScale(ctx, now, replicas, tries-1)
+				return
+			}
+		}
+		a.answer(ctx, res, err, v.Id)
+	})
 }
 
 func (a *servicesAPI) findService(name string) *messages.Service {
@@ -206,26 +235,30 @@ func (a *servicesAPI) updateService(ctx actor.Context, m *messages.UpdateService
 // responsive meanwhile: the continuation runs when the future completes.
 func (a *servicesAPI) propose(ctx actor.Context, cmd *messages.Command, svcID string) {
 	f := ctx.RequestFuture(actor.NewPID(ctx.Self().Address, NameStore), &messages.Propose{Command: cmd}, writeTimeout)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		if err != nil {
-			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; the cluster may have lost its leader, retry", err)})
-			return
-		}
-		r, _ := res.(*messages.CommandResult)
-		if r == nil {
-			ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res)})
-			return
-		}
-		if r.Error != nil {
-			ctx.Respond(&messages.ServiceReply{Error: r.Error})
-			return
-		}
-		reply := &messages.ServiceReply{}
-		if svcID != "" {
-			reply.Service = a.cfg.Store.State.Service(svcID)
-		}
-		ctx.Respond(reply)
-	})
+	ctx.ReenterAfter(f, func(res any, err error) { a.answer(ctx, res, err, svcID) })
+}
+
+// answer replies to a write with the store's result: the service as
+// applied (svcID), or the error.
+func (a *servicesAPI) answer(ctx actor.Context, res any, err error, svcID string) {
+	if err != nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_UNAVAILABLE, "write not committed: %v; the cluster may have lost its leader, retry", err)})
+		return
+	}
+	r, _ := res.(*messages.CommandResult)
+	if r == nil {
+		ctx.Respond(&messages.ServiceReply{Error: errReply(messages.ErrorCode_ERROR_CODE_INTERNAL, "unexpected store reply %T", res)})
+		return
+	}
+	if r.Error != nil {
+		ctx.Respond(&messages.ServiceReply{Error: r.Error})
+		return
+	}
+	reply := &messages.ServiceReply{}
+	if svcID != "" {
+		reply.Service = a.cfg.Store.State.Service(svcID)
+	}
+	ctx.Respond(reply)
 }
 
 func (a *servicesAPI) listTasks(ctx actor.Context, m *messages.ListTasksRequest) {
