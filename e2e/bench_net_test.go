@@ -256,12 +256,23 @@ func unhealthyLogged(logPath, task string) time.Time {
 		if !bytes.Contains(line, []byte("task unhealthy")) || !bytes.Contains(line, []byte(task)) {
 			continue
 		}
+		// ts is an RFC 3339 time since nodes log with --log-format's
+		// encoder; older logs wrote epoch seconds.
 		var e struct {
-			TS   float64 `json:"ts"`
-			Task string  `json:"task"`
+			TS   json.RawMessage `json:"ts"`
+			Task string          `json:"task"`
 		}
-		if json.Unmarshal(line, &e) == nil && e.Task == task {
-			at = time.Unix(0, int64(e.TS*1e9))
+		if json.Unmarshal(line, &e) != nil || e.Task != task {
+			continue
+		}
+		var iso string
+		var epoch float64
+		if json.Unmarshal(e.TS, &iso) == nil {
+			if t, err := time.Parse(time.RFC3339Nano, iso); err == nil {
+				at = t
+			}
+		} else if json.Unmarshal(e.TS, &epoch) == nil {
+			at = time.Unix(0, int64(epoch*1e9))
 		}
 	}
 	return at
